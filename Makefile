@@ -1,0 +1,30 @@
+# Two commands do all the set-up on a fresh clone:
+#   make test   creates/refreshes .venv, runs the whole suite
+#   make demo   creates/refreshes .venv, runs the two-master failover lab
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.salt-ha-installed
+
+.PHONY: venv test demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: venv
+	$(PY) -m pytest -p no:cacheprovider
+
+demo: venv
+	$(PY) examples/demo.py
+
+bench: venv
+	$(PY) bench/probe.py
+	$(PY) bench/failover.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .demo

@@ -1,0 +1,214 @@
+"""
+salt-ha execution module: the truth about every configured master.
+
+``salt-call ha.status`` probes every master in the minion's ``master`` option at
+the application level (a clear ping answered by a master worker), concurrently,
+finds the master the running salt-minion daemon is connected to, and lints the
+failover settings. ``ha.check`` and ``ha.metrics`` turn that into a Nagios plugin
+line and Prometheus metrics.
+
+Works inside the daemon (``salt <id> ha.status``), from ``salt-call`` and from
+``salt-call --local``.
+"""
+
+import logging
+
+import ha_connection
+import ha_endpoints
+import ha_files
+import ha_lint
+import ha_probe
+import ha_report
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "ha"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _endpoints():
+    try:
+        return ha_endpoints.master_endpoints(__opts__)
+    except SaltInvocationError as err:
+        raise CommandExecutionError(f"{err}; run ha.lint for the details") from err
+
+
+def _probe_all(endpoints, timeout):
+    masters = ha_probe.probe_endpoints(endpoints, timeout, __opts__.get("transport", "zeromq"))
+    connected = ha_connection.mark_connected(masters, __opts__.get("pidfile"))
+    return masters, connected
+
+
+def _lint_running(resolver):
+    written = ha_lint.written_option_keys(__opts__.get("conf_file"))
+    return ha_lint.lint_options(dict(__opts__), written_keys=written, resolver=resolver)
+
+
+def _resolver_from(masters):
+    known = {entry["host"]: entry["addresses"] for entry in masters}
+    return lambda hosts: {host: known.get(host, []) for host in hosts}
+
+
+def _latency_limit(value, what):
+    if value is None:
+        return None
+    try:
+        limit = float(value)
+    except (TypeError, ValueError) as err:
+        raise SaltInvocationError(f"{what} {value!r} is not a number of milliseconds") from err
+    if limit < 0:
+        raise SaltInvocationError(f"{what} {value!r} is negative")
+    return limit
+
+
+def status(timeout=2):
+    """
+    Probe every configured master concurrently and lint the failover settings.
+
+    A master is ``up`` only when it answers an application-level ping on its ret
+    port within ``timeout`` seconds: a frozen master that still accepts TCP is
+    down. ``connected`` is the master the running salt-minion daemon has
+    ESTABLISHED connections to (read from its sockets, so it is right after a
+    failover even from a separate ``salt-call``). Wall time is about one
+    ``timeout`` however many masters are down.
+
+    timeout
+        Seconds to wait for each master (all are probed at once). Default 2.
+
+    Returns ``masters`` (one entry per master: ``master``, ``host``,
+    ``ret_port``, ``publish_port``, ``addresses``, ``up``, ``latency_ms``,
+    ``error``, ``connected``, ``publish_port_open``), ``connected``, ``up``,
+    ``total``, ``failover_ready`` and ``findings``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call ha.status
+        salt-call ha.status timeout=5
+        salt '*' ha.status
+    """
+    timeout = ha_probe.validate_timeout(timeout)
+    masters, connected = _probe_all(_endpoints(), timeout)
+    return ha_report.build_status(masters, connected, _lint_running(_resolver_from(masters)))
+
+
+def probe(master, timeout=2):
+    """
+    Probe one master: DNS, publish port, application-level ping on the ret port.
+
+    master
+        A master entry as the minion's ``master`` option takes it: ``host``,
+        ``host:port``, ``[v6]:port`` or a bare IPv6 address. Ports default to the
+        minion's ``master_port`` and ``publish_port``.
+
+    timeout
+        Seconds to wait for the answer. Default 2.
+
+    Returns one entry of ``ha.status``'s ``masters``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call ha.probe salt1.example.com
+        salt-call ha.probe 10.0.0.2:4506 timeout=1
+    """
+    timeout = ha_probe.validate_timeout(timeout)
+    endpoint = ha_endpoints.endpoint_for(master, __opts__)
+    masters, _ = _probe_all([endpoint], timeout)
+    return masters[0]
+
+
+def lint(config=None):
+    """
+    Lint the failover settings of this minion, or of a minion config file.
+
+    Each finding is ``{"severity": "error"|"warning"|"info", "option",
+    "message", "suggestion"}``, errors first. The last finding states the
+    estimated worst-case time to fail over for these settings.
+
+    config
+        Path of a minion YAML config file to lint instead of the running
+        minion's options (e.g. a drop-in you are about to deploy).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call ha.lint
+        salt-call ha.lint config=/etc/salt/minion.d/failover.conf
+    """
+    resolver = lambda hosts: ha_probe.resolve_many(hosts, 2)  # noqa: E731
+    if config is None:
+        return _lint_running(resolver)
+    return ha_lint.lint_options(ha_lint.load_config_file(config), resolver=resolver)
+
+
+def check(timeout=2, warn=None, crit=None):
+    """
+    Nagios plugin check of this minion's masters.
+
+    Prints one plugin line ``SALT-HA OK|WARNING|CRITICAL|UNKNOWN - ... | perfdata``
+    and sets the exit code 0/1/2/3 for ``salt-call --retcode-passthrough``:
+    CRITICAL when no master answers or the connected master does not (hung),
+    WARNING when a master is down or failover is not ready, UNKNOWN when the
+    check cannot run. Use it unchanged from Nagios/Icinga (``check_by_ssh`` or
+    NRPE), a Zabbix ``UserParameter`` or keepalived's ``track_script``.
+
+    timeout
+        Seconds to wait for each master. Default 2.
+
+    warn, crit
+        Latency thresholds in milliseconds for the slowest master that answers.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call --retcode-passthrough --out=txt ha.check
+        salt-call --retcode-passthrough ha.check warn=50 crit=200
+    """
+    try:
+        warn = _latency_limit(warn, "warn")
+        crit = _latency_limit(crit, "crit")
+        code, line = ha_report.nagios_line(status(timeout), warn, crit)
+    except (SaltInvocationError, CommandExecutionError) as err:
+        code, line = ha_report.unknown_line(err)
+    __context__["retcode"] = code
+    return line
+
+
+def metrics(path=None, timeout=2):
+    """
+    Prometheus metrics of this minion's masters (text exposition format).
+
+    Families: ``salt_ha_master_up{master}``, ``salt_ha_master_latency_seconds{master}``,
+    ``salt_ha_master_connected{master}``, ``salt_ha_findings{severity}``,
+    ``salt_ha_failover_ready``.
+
+    path
+        Also write them to this file atomically, for node_exporter's textfile
+        collector (e.g. ``/var/lib/node_exporter/textfile/salt_ha.prom``).
+
+    timeout
+        Seconds to wait for each master. Default 2.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call --out=txt ha.metrics
+        salt-call ha.metrics path=/var/lib/node_exporter/textfile/salt_ha.prom
+    """
+    text = ha_report.prometheus_text(status(timeout))
+    if path is not None:
+        try:
+            ha_files.atomic_write(str(path), text, mode=0o644, backup=False)
+        except OSError as err:
+            raise CommandExecutionError(f"cannot write metrics to {path!r}: {err}") from err
+    return text

@@ -1,0 +1,1 @@
+"""salt-ha loader folder (a package only so that pip can ship it; Salt skips this file)."""

@@ -1,0 +1,89 @@
+"""``salt-call ha.status`` against real masters: both up, one frozen, one killed."""
+
+import time
+
+import pytest
+
+from tests.support import lab as lablib
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT = 2
+
+
+def ha_status(minion, *args, timeout=60):
+    ret = minion.salt_call_cli(timeout=timeout).run("ha.status", f"timeout={TIMEOUT}", *args)
+    assert ret.returncode == 0, ret.stderr[-3000:] + ret.stdout[-2000:]
+    return ret.data
+
+
+def by_master(status):
+    return {entry["master"]: entry for entry in status["masters"]}
+
+
+def test_both_masters_up_and_connected_a(ha_lab):
+    minion = ha_lab.minions["ha-minion-1"]
+    status = ha_status(minion)
+    masters = by_master(status)
+    assert status["total"] == 2
+    assert status["up"] == 2, status
+    assert status["connected"] == lablib.LOOPBACK_A
+    assert masters[lablib.LOOPBACK_A]["connected"] is True
+    assert masters[lablib.LOOPBACK_B]["connected"] is False
+    for entry in masters.values():
+        assert entry["up"] is True
+        assert entry["error"] is None
+        assert 0 < entry["latency_ms"] < 1000
+        assert entry["ret_port"] == ha_lab.ports[1]
+        assert entry["publish_port"] == ha_lab.ports[0]
+    assert status["failover_ready"] is True
+    assert not [f for f in status["findings"] if f["severity"] == "error"]
+
+
+def test_frozen_master_b_is_down_within_about_one_timeout(ha_lab):
+    minion = ha_lab.minions["ha-minion-1"]
+    master_b = ha_lab.masters["b"]
+    lablib.freeze(master_b)
+    try:
+        started = time.monotonic()
+        ret = minion.salt_call_cli(timeout=60).run("--local", "ha.status", f"timeout={TIMEOUT}")
+        elapsed = time.monotonic() - started
+    finally:
+        lablib.thaw(master_b)
+    assert ret.returncode == 0, ret.stderr[-3000:] + ret.stdout[-2000:]
+    masters = by_master(ret.data)
+    frozen = masters[lablib.LOOPBACK_B]
+    assert frozen["up"] is False
+    assert frozen["publish_port_open"] is True  # TCP still accepted: only the ping tells
+    assert "no answer" in frozen["error"]
+    assert masters[lablib.LOOPBACK_A]["up"] is True
+    assert ret.data["connected"] == lablib.LOOPBACK_A
+    # salt-call itself costs a few seconds; the probes add about one timeout.
+    assert elapsed < TIMEOUT + 10, elapsed
+
+
+def test_killed_master_a_minion_answers_through_b(fresh_lab, salt_factories):
+    minion = fresh_lab.minions["ha-minion-kill"]
+    master_a, master_b = fresh_lab.masters["a"], fresh_lab.masters["b"]
+    assert ha_status(minion)["connected"] == lablib.LOOPBACK_A
+    lablib.kill(master_a)
+    answered = wait_for_ping_through(master_b, minion.id, seconds=30)
+    assert answered, "minion did not answer through master B within 30 s"
+    status = ha_status(minion, "--local")
+    masters = by_master(status)
+    assert status["connected"] == lablib.LOOPBACK_B
+    assert masters[lablib.LOOPBACK_A]["up"] is False
+    assert masters[lablib.LOOPBACK_B]["up"] is True
+    assert masters[lablib.LOOPBACK_B]["connected"] is True
+
+
+def wait_for_ping_through(master, minion_id, seconds):
+    """Bounded: ``test.ping`` from ``master`` until the minion answers or time runs out."""
+    deadline = time.monotonic() + seconds
+    cli = master.salt_cli(timeout=10)
+    while time.monotonic() < deadline:
+        ret = cli.run("test.ping", minion_tgt=minion_id, _timeout=5)
+        if ret.returncode == 0 and ret.data is True:
+            return True
+        time.sleep(0.5)
+    return False

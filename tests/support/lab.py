@@ -1,0 +1,217 @@
+"""
+A two-master failover lab on loopback, built with pytest-salt-factories.
+
+Used by the integration tests (through fixtures) and by ``make demo``.
+
+Topology, as an operator would run it: masters A and B on separate loopback
+addresses (127.0.0.1, 127.0.0.2) with identical ports (Salt's defaults when they
+are free, else one free pair shared by both), one shared master key pair (Salt
+needs one ``master.pem`` for failover without signing), minions configured with
+``master: [A, B]`` and ``master_type: failover``.
+
+Keys are accepted only where a test allows it (:class:`KeyPolicy`): salt-factories
+would otherwise accept every pending key on every master it manages, which hides
+the commonest failover bug (key pending on B).
+"""
+
+import logging
+import os
+import pathlib
+import signal
+import socket
+import time
+
+import psutil
+import salt.crypt
+
+log = logging.getLogger(__name__)
+
+LOOPBACK_A = "127.0.0.1"
+LOOPBACK_B = "127.0.0.2"
+SALT_DEFAULT_PORTS = (4505, 4506)  # publish, ret
+
+
+def port_is_free(ip, port):
+    """True when ``ip:port`` can be bound right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((ip, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(ips, attempts=50):
+    """A port free on every address in ``ips`` (bounded number of attempts)."""
+    for _ in range(attempts):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((ips[0], 0))
+            port = sock.getsockname()[1]
+        if all(port_is_free(ip, port) for ip in ips):
+            return port
+    raise RuntimeError(f"no port free on all of {ips} after {attempts} attempts")
+
+
+def shared_ports(ips):
+    """``(publish_port, ret_port)`` free on every master address: Salt's defaults if possible."""
+    if all(port_is_free(ip, port) for ip in ips for port in SALT_DEFAULT_PORTS):
+        return SALT_DEFAULT_PORTS
+    publish = free_port(ips)
+    ret = free_port(ips)
+    while ret == publish:
+        ret = free_port(ips)
+    return publish, ret
+
+
+def make_keypair(folder, name="master"):
+    """Generate an RSA key pair ``<name>.pem``/``<name>.pub`` in ``folder``; return both paths."""
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    salt.crypt.write_keys(str(folder), name, 2048)
+    return folder / f"{name}.pem", folder / f"{name}.pub"
+
+
+def install_master_keypair(pki_dir, keypair):
+    """Place a key pair as ``master.pem``/``master.pub`` in an (empty) master pki dir."""
+    pki_dir = pathlib.Path(pki_dir)
+    pki_dir.mkdir(parents=True, exist_ok=True)
+    pem, pub = keypair
+    (pki_dir / "master.pem").write_bytes(pathlib.Path(pem).read_bytes())
+    os.chmod(pki_dir / "master.pem", 0o400)
+    (pki_dir / "master.pub").write_bytes(pathlib.Path(pub).read_bytes())
+
+
+def process_tree_pids(pid):
+    """``pid`` and every descendant's pid (the master forks its workers)."""
+    try:
+        root = psutil.Process(pid)
+        return [pid, *(child.pid for child in root.children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def signal_tree(factory, sig):
+    """Send ``sig`` to a daemon's whole process tree, by pid; return the pids signalled."""
+    pids = process_tree_pids(factory.pid) if factory.pid else []
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    return pids
+
+
+def freeze(factory):
+    """SIGSTOP a daemon and all its processes: TCP connections stay ESTABLISHED (a hung host)."""
+    return signal_tree(factory, signal.SIGSTOP)
+
+
+def thaw(factory):
+    """SIGCONT what :func:`freeze` stopped."""
+    return signal_tree(factory, signal.SIGCONT)
+
+
+def kill(factory):
+    """SIGKILL a daemon's whole process tree (its sockets close), then reset the factory."""
+    pids = signal_tree(factory, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(psutil.pid_exists(p) and _alive(p) for p in pids):
+        time.sleep(0.05)
+    factory.terminate()
+    return pids
+
+
+def _alive(pid):
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+class KeyPolicy:
+    """Accept a pending minion key on a master only where a test allowed it."""
+
+    def __init__(self):
+        self.allowed = set()
+
+    def allow(self, master_id, minion_id):
+        """Accept ``minion_id`` on ``master_id`` when its key shows up pending there."""
+        self.allowed.add((master_id, minion_id))
+
+    def on_auth_event(self, master, payload):
+        """salt-factories' auth event hook (``on_auth_event_callback``)."""
+        if payload.get("act") != "pend" or (master.id, payload["id"]) not in self.allowed:
+            return
+        ret = master.salt_key_cli().run("--yes", "--accept", payload["id"])
+        if ret.returncode != 0:
+            log.error("Accepting %s on %s failed: %s", payload["id"], master.id, ret.stderr)
+
+
+def master_overrides(ip, ports):
+    """Master options: listen on ``ip`` with the shared ports."""
+    publish, ret = ports
+    return {
+        "interface": ip,
+        "publish_port": publish,
+        "ret_port": ret,
+        "open_mode": False,
+        "auto_accept": False,
+    }
+
+
+def minion_failover_overrides(ips, ports, alive_interval=None):
+    """Minion options for ``master: [A, B]`` failover, as ha.lint recommends."""
+    publish, ret = ports
+    overrides = {
+        "master": list(ips),
+        "master_type": "failover",
+        "master_port": ret,
+        "publish_port": publish,
+        "retry_dns": 0,
+        "random_master": False,
+        "auth_timeout": 5,
+        "auth_tries": 1,
+        "master_tries": 1,
+    }
+    if alive_interval:
+        overrides["master_alive_interval"] = alive_interval
+    return overrides
+
+
+class Lab:
+    """Masters A and B (shared key pair, identical ports) and failover minions."""
+
+    def __init__(self, factories, root, ips=(LOOPBACK_A, LOOPBACK_B), ports=None):
+        self.factories = factories
+        self.root = pathlib.Path(root)
+        self.ips = tuple(ips)
+        self.ports = ports or shared_ports(self.ips)
+        self.keypair = make_keypair(self.root / "shared-master-key")
+        self.keys = KeyPolicy()
+        self.masters = {}
+        self.minions = {}
+
+    def add_master(self, name, ip, keypair=None, overrides=None):
+        """Configure (not start) a master listening on ``ip``."""
+        options = master_overrides(ip, self.ports)
+        options.update(overrides or {})
+        factory = self.factories.salt_master_daemon(
+            f"ha-master-{name}",
+            overrides=options,
+            on_auth_event_callback=self.keys.on_auth_event,
+        )
+        install_master_keypair(factory.config["pki_dir"], keypair or self.keypair)
+        self.masters[name] = factory
+        return factory
+
+    def add_failover_minion(self, minion_id, accept_on=("a", "b"), alive_interval=2, overrides=None):
+        """Configure (not start) a failover minion; its key is accepted on ``accept_on``."""
+        first = self.masters["a"]
+        options = minion_failover_overrides(self.ips, self.ports, alive_interval)
+        options.update(overrides or {})
+        factory = first.salt_minion_daemon(minion_id, overrides=options)
+        for name in accept_on:
+            self.keys.allow(self.masters[name].id, minion_id)
+        self.minions[minion_id] = factory
+        return factory
