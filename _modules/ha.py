@@ -44,8 +44,12 @@ def _probe_all(endpoints, timeout):
 
 
 def _lint_running(resolver):
-    written = ha_lint.written_option_keys(__opts__.get("conf_file"))
-    return ha_lint.lint_options(dict(__opts__), written_keys=written, resolver=resolver)
+    # The daemon's view: defaults + the config files. A salt-call process has its
+    # own overrides on top (``-t``/``--timeout`` sets auth_timeout to 60), which the
+    # daemon never sees, so the written options are laid over __opts__ again.
+    written = ha_lint.written_options(__opts__.get("conf_file"))
+    opts = {**__opts__, **written}
+    return ha_lint.lint_options(opts, written_keys=set(written), resolver=resolver)
 
 
 def _resolver_from(masters):

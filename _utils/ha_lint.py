@@ -212,6 +212,8 @@ def check_unknown_options(ctx):
         text = str(key)
         if text.startswith("__") or "." in text or (text in known or text in NON_OPTION_KEYS):
             continue  # "mysql.host"-style keys are module configuration
+        if text.endswith("_dirs"):
+            continue  # <loader>_dirs (engines_dirs, log_handlers_dirs, ...): Salt's loader reads any
         findings.append(unknown_option_finding(text, ctx.given.get(key), known))
     return findings
 
@@ -921,18 +923,26 @@ def load_config_file(path):
     return data
 
 
-def written_option_keys(conf_file):
+def written_options(conf_file):
     """
-    Option names written for a running minion: keys of ``conf_file`` and of every
-    ``minion.d/*.conf`` next to it (Salt's default_include). Unreadable files are skipped.
+    The options written for a running minion: ``conf_file`` merged with every
+    ``minion.d/*.conf`` next to it (Salt's default_include), later files winning.
+    Unreadable files are skipped (best effort; logged at debug).
     """
+    if not conf_file:
+        return {}
     paths = [conf_file] + sorted(
         glob.glob(os.path.join(os.path.dirname(conf_file), "minion.d", "*.conf"))
     )
-    keys = set()
+    written = {}
     for path in paths:
         try:
-            keys.update(load_config_file(path))
+            written.update(load_config_file(path))
         except CommandExecutionError as err:
             log.debug("lint: skipping %s: %s", path, err)
-    return keys
+    return written
+
+
+def written_option_keys(conf_file):
+    """Option names written for a running minion (see :func:`written_options`)."""
+    return set(written_options(conf_file))

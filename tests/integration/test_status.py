@@ -40,6 +40,39 @@ def test_both_masters_up_and_connected_a(ha_lab):
     assert not [f for f in status["findings"] if f["severity"] == "error"]
 
 
+def test_status_inside_the_daemon_knows_its_master(ha_lab):
+    minion = ha_lab.minions["ha-minion-1"]
+    ret = ha_lab.masters["a"].salt_cli(timeout=60).run(
+        "ha.status", f"timeout={TIMEOUT}", minion_tgt=minion.id
+    )
+    assert ret.returncode == 0, ret.stderr
+    assert ret.data["connected"] == lablib.LOOPBACK_A
+    assert ret.data["up"] == 2
+
+
+def test_check_ok_through_the_cli_with_retcode_passthrough(ha_lab):
+    minion = ha_lab.minions["ha-minion-1"]
+    ret = minion.salt_call_cli(timeout=60).run(
+        "--local", "--retcode-passthrough", "ha.check", f"timeout={TIMEOUT}"
+    )
+    assert ret.returncode == 0, ret.stdout
+    assert ret.data.startswith("SALT-HA OK - all masters answer: 2/2 masters up, connected 127.0.0.1")
+
+
+def test_connected_master_frozen_is_critical(ha_lab):
+    minion = ha_lab.minions["ha-minion-1"]
+    master_a = ha_lab.masters["a"]
+    lablib.freeze(master_a)
+    try:
+        ret = minion.salt_call_cli(timeout=60).run(
+            "--local", "--retcode-passthrough", "ha.check", f"timeout={TIMEOUT}"
+        )
+    finally:
+        lablib.thaw(master_a)
+    assert ret.returncode == 2, ret.stdout
+    assert ret.data.startswith("SALT-HA CRITICAL - connected master 127.0.0.1 does not answer")
+
+
 def test_frozen_master_b_is_down_within_about_one_timeout(ha_lab):
     minion = ha_lab.minions["ha-minion-1"]
     master_b = ha_lab.masters["b"]
@@ -75,6 +108,9 @@ def test_killed_master_a_minion_answers_through_b(fresh_lab, salt_factories):
     assert masters[lablib.LOOPBACK_A]["up"] is False
     assert masters[lablib.LOOPBACK_B]["up"] is True
     assert masters[lablib.LOOPBACK_B]["connected"] is True
+    metrics = minion.salt_call_cli(timeout=60).run("--local", "ha.metrics", f"timeout={TIMEOUT}")
+    assert f'salt_ha_master_connected{{master="{lablib.LOOPBACK_B}"}} 1.0' in metrics.data
+    assert f'salt_ha_master_up{{master="{lablib.LOOPBACK_A}"}} 0.0' in metrics.data
 
 
 def wait_for_ping_through(master, minion_id, seconds):

@@ -215,3 +215,86 @@ class Lab:
             self.keys.allow(self.masters[name].id, minion_id)
         self.minions[minion_id] = factory
         return factory
+
+
+class StandaloneFactories:
+    """
+    salt-factories outside pytest (``make demo``, ``bench/``): an event listener, a
+    log server and a FactoriesManager rooted in ``root``. Use as a context manager;
+    leaving it stops the listener and the log server (daemons are stopped by
+    whoever started them).
+    """
+
+    def __init__(self, root, log_level="error"):
+        self.root = pathlib.Path(root)
+        self.log_level = log_level
+        self.event_listener = None
+        self.log_server = None
+        self.manager = None
+
+    def __enter__(self):
+        # Deferred: these import pytest plugins, needed only here.
+        from saltfactories.manager import FactoriesManager  # pylint: disable=import-outside-toplevel
+        from saltfactories.plugins.event_listener import EventListener  # pylint: disable=import-outside-toplevel
+        from saltfactories.plugins.log_server import LogServer  # pylint: disable=import-outside-toplevel
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.event_listener = EventListener()
+        self.event_listener.__enter__()
+        self.log_server = LogServer(log_host="127.0.0.1", log_level=self.log_level)
+        self.log_server.start()
+        self.manager = FactoriesManager(
+            root_dir=self.root,
+            log_server_host=self.log_server.log_host,
+            log_server_port=self.log_server.log_port,
+            log_server_level=self.log_level,
+            event_listener=self.event_listener,
+            start_timeout=60,
+        )
+        return self
+
+    def __exit__(self, *exc):
+        if self.log_server is not None:
+            self.log_server.stop()
+        if self.event_listener is not None:
+            self.event_listener.__exit__(*exc)
+
+
+class RunningDaemons:
+    """Start factories in order; stop every one that started, in reverse (also on error)."""
+
+    def __init__(self, factories):
+        self.factories = list(factories)
+        self.started = []
+
+    def __enter__(self):
+        try:
+            for factory in self.factories:
+                factory.start()
+                self.started.append(factory)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        for factory in reversed(self.started):
+            thaw(factory)  # a frozen daemon cannot be terminated cleanly
+            factory.terminate()
+        self.started = []
+
+
+def two_master_lab(factories, root, minion_id, alive_interval=2, minion_overrides=None, accept_on=("a", "b")):
+    """Masters A (127.0.0.1) and B (127.0.0.2) and one failover minion; not started."""
+    lab = Lab(factories, root)
+    lab.add_master("a", LOOPBACK_A)
+    lab.add_master("b", LOOPBACK_B)
+    lab.add_failover_minion(
+        minion_id, accept_on=accept_on, alive_interval=alive_interval, overrides=minion_overrides
+    )
+    return lab
+
+
+def daemons(lab):
+    """A lab's daemons in start order: masters first."""
+    return [*lab.masters.values(), *lab.minions.values()]
