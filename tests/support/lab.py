@@ -54,8 +54,12 @@ def free_port(ips, attempts=50):
 
 
 def shared_ports(ips):
-    """``(publish_port, ret_port)`` free on every master address: Salt's defaults if possible."""
-    if all(port_is_free(ip, port) for ip in ips for port in SALT_DEFAULT_PORTS):
+    """
+    ``(publish_port, ret_port)`` free on every master address: Salt's defaults if
+    possible. ``SALT_HA_LAB_RANDOM_PORTS=1`` skips the defaults (several labs at once).
+    """
+    prefer_defaults = os.environ.get("SALT_HA_LAB_RANDOM_PORTS") != "1"
+    if prefer_defaults and all(port_is_free(ip, port) for ip in ips for port in SALT_DEFAULT_PORTS):
         return SALT_DEFAULT_PORTS
     publish = free_port(ips)
     ret = free_port(ips)
