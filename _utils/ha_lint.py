@@ -134,6 +134,11 @@ def finding(severity, option, message, suggestion):
     return {"severity": severity, "option": option, "message": message, "suggestion": suggestion}
 
 
+def sort_findings(findings):
+    """Errors first, then warnings, then info; stable within a severity."""
+    return sorted(findings, key=lambda item: SEVERITY_ORDER[item["severity"]])
+
+
 def as_number(value):
     """``value`` as a float (numeric strings accepted), 0.0 when it is not a number."""
     if isinstance(value, bool) or value is None:
@@ -891,7 +896,7 @@ def lint_options(opts, written_keys=None, resolver=None):
         raise SaltInvocationError(f"opts must be a dict, not {type(opts).__name__}")
     ctx = build_context(opts, written_keys, resolver)
     findings = [item for rule in RULES for item in rule(ctx)]
-    findings.sort(key=lambda item: SEVERITY_ORDER[item["severity"]])
+    findings = sort_findings(findings)
     log.debug("lint: %d findings for %d options", len(findings), len(opts))
     return findings + [estimate_finding(opts)]
 

@@ -9,13 +9,11 @@ import math
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-SEVERITIES = ("error", "warning", "info")
+import ha_lint
+from ha_lint import finding, sort_findings
+
+SEVERITIES = tuple(ha_lint.SEVERITY_ORDER)
 NAGIOS_CODES = {"OK": 0, "WARNING": 1, "CRITICAL": 2, "UNKNOWN": 3}
-
-
-def finding(severity, option, message, suggestion):
-    """One finding, in the shape ``ha.lint`` returns."""
-    return {"severity": severity, "option": option, "message": message, "suggestion": suggestion}
 
 
 def probe_findings(masters, connected):
@@ -60,11 +58,6 @@ def is_failover_ready(masters, connected, findings):
     others_up = [m for m in masters if m["up"] and m["master"] != connected]
     errors = [f for f in findings if f["severity"] == "error"]
     return len(masters) >= 2 and bool(others_up) and not errors
-
-
-def sort_findings(findings):
-    """Errors first, then warnings, then info; stable within a severity."""
-    return sorted(findings, key=lambda f: SEVERITIES.index(f["severity"]))
 
 
 def build_status(masters, connected, lint_findings):
