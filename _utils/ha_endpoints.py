@@ -40,6 +40,12 @@ class MasterEndpoint:
         return True
 
 
+def option_or_default(opts, option, default):
+    """``opts[option]``, or ``default`` only when it is unset (0 or "" stay, to be rejected)."""
+    value = opts.get(option)
+    return default if value is None else value
+
+
 def validate_port(value, what):
     """Return ``value`` as a TCP port number, or raise naming ``what`` and the value."""
     if isinstance(value, bool):
@@ -66,6 +72,7 @@ def split_master_entry(entry):
     text = entry.strip()
     if not text:
         raise SaltInvocationError(f"master entry {entry!r} is empty")
+    check_brackets(entry, text)
     try:
         host, port = salt.utils.network.parse_host_port(text)
     except (ValueError, IndexError) as err:
@@ -75,6 +82,20 @@ def split_master_entry(entry):
     if port is not None:
         port = validate_port(port, f"port of master entry {entry!r}:")
     return str(host), port
+
+
+def check_brackets(entry, text):
+    """
+    ``[v6]`` must be followed by ``:port``. Salt's parser drops one stray character
+    after ``]`` (``[::1]x``) and fails with an IndexError on ``[::1]`` alone.
+    """
+    if not text.startswith("["):
+        return
+    rest = text.partition("]")[2]
+    if "]" not in text or not rest.startswith(":") or len(rest) < 2:
+        raise SaltInvocationError(
+            f"master entry {entry!r} is malformed: write [v6-address]:port or the bare v6 address"
+        )
 
 
 def master_entries(master_option):
@@ -109,9 +130,9 @@ def master_endpoints(opts):
     ``opts`` needs ``master`` and may carry ``master_port`` and ``publish_port``
     (and, for a running minion, ``master_list``).
     """
-    ret_port = validate_port(opts.get("master_port") or DEFAULT_RET_PORT, "master_port")
+    ret_port = validate_port(option_or_default(opts, "master_port", DEFAULT_RET_PORT), "master_port")
     publish_port = validate_port(
-        opts.get("publish_port") or DEFAULT_PUBLISH_PORT, "publish_port"
+        option_or_default(opts, "publish_port", DEFAULT_PUBLISH_PORT), "publish_port"
     )
     endpoints = []
     for entry in master_entries(configured_master_option(opts)):

@@ -46,20 +46,22 @@ def atomic_write(path, data, mode=None, backup=True):
     previous = os.stat(path) if os.path.exists(path) else None
     if mode is None:
         mode = previous.st_mode & 0o7777 if previous else 0o644
-    saved = keep_previous(path) if previous and backup else None
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    saved = None
     try:
-        os.fchmod(fd, mode)
-        if previous:
-            os.fchown(fd, previous.st_uid, previous.st_gid)
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            if previous:
+                os.fchown(handle.fileno(), previous.st_uid, previous.st_gid)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        saved = keep_previous(path) if previous and backup else None
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for leftover in (tmp, saved):
+            if leftover and os.path.exists(leftover):
+                os.unlink(leftover)
         raise
     log.debug("Wrote %s atomically (backup: %s)", path, saved)
     return saved

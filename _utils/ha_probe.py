@@ -19,6 +19,7 @@ import time
 
 import salt.payload
 import zmq
+from salt.exceptions import SaltDeserializationError
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,8 @@ def ping_master(address, port, timeout, context):
         elapsed = time.monotonic() - started
     except zmq.ZMQError as err:
         raise OSError(f"ping failed: {err}") from err
+    except SaltDeserializationError as err:
+        raise OSError("unexpected answer to ping: not a Salt message") from err
     finally:
         sock.close(linger=0)
     if not isinstance(reply, dict):

@@ -97,14 +97,15 @@ def nagios_state(status, warn, crit):
         return "CRITICAL", "no master answers"
     if connected is not None and not connected["up"]:
         return "CRITICAL", f"connected master {connected['master']} does not answer"
-    if crit is not None and worst is not None and worst >= crit:
-        return "CRITICAL", f"latency {worst:g} ms >= {crit:g} ms"
+    # Nagios plugin guidelines: alert when the value is *above* the threshold.
+    if crit is not None and worst is not None and worst > crit:
+        return "CRITICAL", f"latency {worst:g} ms > {crit:g} ms"
     if status["up"] < status["total"]:
         return "WARNING", "a master is down"
     if not status["failover_ready"]:
         return "WARNING", "failover not ready"
-    if warn is not None and worst is not None and worst >= warn:
-        return "WARNING", f"latency {worst:g} ms >= {warn:g} ms"
+    if warn is not None and worst is not None and worst > warn:
+        return "WARNING", f"latency {worst:g} ms > {warn:g} ms"
     return "OK", "all masters answer"
 
 

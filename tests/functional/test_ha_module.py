@@ -3,6 +3,7 @@
 import time
 
 import pytest
+import salt.payload
 from prometheus_client.parser import text_string_to_metric_families
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -24,7 +25,8 @@ def test_status_reports_each_master_from_the_minion_options(modules, answering_m
     assert (status["up"], status["total"]) == (1, 2)
     assert status["connected"] is None  # no minion daemon runs here
     assert elapsed < 1.5
-    assert answering_master.requests[-1] == {"enc": "clear", "load": {"cmd": "ping"}, "version": 3}
+    request = salt.payload.loads(answering_master.requests[-1])
+    assert request == {"enc": "clear", "load": {"cmd": "ping"}, "version": 3}
 
 
 @pytest.mark.parametrize("timeout", ["abc", 0, -1, 301, "", None])

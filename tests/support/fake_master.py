@@ -17,37 +17,44 @@ import zmq
 LOOPBACK = "127.0.0.1"
 
 
-class AnsweringMaster:
-    """Answer every request with its ``load`` (or ``reply`` when given) until stopped."""
+def clear_ping_answer(request):
+    """What a salt-master worker answers a clear ping: the load, serialized."""
+    return salt.payload.dumps(salt.payload.loads(request)["load"])
 
-    def __init__(self, reply=None):
-        self.reply = reply
+
+class AnsweringMaster:
+    """A ZeroMQ REP socket in a thread answering every raw request with ``answer(request)``."""
+
+    def __init__(self, answer=clear_ping_answer):
+        self.answer = answer
+        self.requests = []  # raw request bytes, in order
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.REP)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.port = self.socket.bind_to_random_port(f"tcp://{LOOPBACK}")
-        self.requests = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="fake-master")
+        self._thread.start()
 
     def _serve(self):
         while not self._stop.is_set():
-            if not self.socket.poll(50, zmq.POLLIN):
-                continue
-            request = salt.payload.loads(self.socket.recv())
-            self.requests.append(request)
-            answer = request.get("load") if self.reply is None else self.reply
-            self.socket.send(salt.payload.dumps(answer))
+            if self.socket.poll(50, zmq.POLLIN):
+                request = self.socket.recv()
+                self.requests.append(request)
+                self.socket.send(self.answer(request))
 
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
+    def close(self):
+        """Stop answering and release the port."""
         self._stop.set()
         self._thread.join(timeout=5)
         self.socket.close(linger=0)
         self.context.term()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 class SilentMaster:

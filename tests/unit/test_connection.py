@@ -1,0 +1,251 @@
+"""
+Unit tests for ha_connection: which master a real process is connected to.
+
+The "minion daemon" is a child Python process that connects to a TCP server this
+test opens on 127.0.0.1 and sleeps; its pid goes into a pidfile.
+"""
+
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+import ha_connection
+
+LOCALHOST = "127.0.0.1"
+
+CONNECT_AND_SLEEP = """
+import socket, sys, time
+sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+print("connected", flush=True)
+time.sleep(30)
+"""
+
+FORK_AND_CONNECT = """
+import subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]])
+print("grandchild", child.pid, flush=True)
+child.wait(30)
+"""
+
+
+def read_lines(proc, count, timeout=10):
+    """``count`` lines from ``proc``'s stdout, waiting at most ``timeout`` seconds."""
+    lines = []
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        while len(lines) < count:
+            left = deadline - time.monotonic()
+            assert left > 0, f"child {proc.pid} said only {lines!r}"
+            if selector.select(left):
+                line = proc.stdout.readline()
+                assert line, f"child {proc.pid} exited early with {proc.poll()}"
+                lines.append(line.strip())
+    return lines
+
+
+@pytest.fixture
+def tcp_server():
+    """A listening TCP socket on 127.0.0.1; returns its port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOCALHOST, 0))
+        sock.listen(8)
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture
+def spawn():
+    """Factory: start a Python child; it (and any pid registered) is killed by pid at teardown."""
+    procs, extra_pids = [], []
+
+    def start(code, *args):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, *map(str, args)], stdout=subprocess.PIPE, text=True
+        )
+        procs.append(proc)
+        return proc
+
+    start.also_kill = extra_pids.append
+    yield start
+    for pid in extra_pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for proc in procs:
+        proc.kill()
+        proc.wait(5)
+        proc.stdout.close()
+
+
+@pytest.fixture
+def connected_child(spawn, tcp_server):
+    """A child process with an ESTABLISHED connection to ``tcp_server``."""
+    proc = spawn(CONNECT_AND_SLEEP, tcp_server)
+    assert read_lines(proc, 1) == ["connected"]
+    return proc
+
+
+def write_pidfile(tmp_path, content):
+    pidfile = tmp_path / "salt-minion.pid"
+    pidfile.write_text(str(content))
+    return str(pidfile)
+
+
+def master(name, ret_port, publish_port=4505, addresses=(LOCALHOST,)):
+    return {
+        "master": name,
+        "addresses": list(addresses),
+        "ret_port": ret_port,
+        "publish_port": publish_port,
+        "up": True,
+        "connected": False,
+    }
+
+
+@pytest.fixture
+def dead_pid(spawn):
+    proc = spawn("pass")
+    proc.wait(10)
+    return proc.pid
+
+
+# --- normalize_ip -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "address,normal",
+    [
+        ("10.0.0.1", "10.0.0.1"),
+        ("::ffff:10.0.0.1", "10.0.0.1"),
+        ("::FFFF:127.0.0.1", "127.0.0.1"),
+        ("::ffff:a00:1", "10.0.0.1"),
+        ("2001:DB8:0:0::1", "2001:db8::1"),
+        ("::1", "::1"),
+        ("fe80::1%eth0", "fe80::1"),
+        ("fe80:0::1%2", "fe80::1"),
+        ("garbage", "garbage"),
+        ("m1.example.com", "m1.example.com"),
+        ("", ""),
+        ("10.0.0.256", "10.0.0.256"),
+    ],
+)
+def test_normalize_ip(address, normal):
+    assert ha_connection.normalize_ip(address) == normal
+
+
+# --- is_connected -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "addresses,remotes,connected",
+    [
+        (["10.0.0.1"], {("10.0.0.1", 4506)}, True),
+        (["10.0.0.1"], {("10.0.0.1", 4505)}, True),
+        (["10.0.0.1"], {("10.0.0.1", 4507)}, False),  # same IP, other port
+        (["10.0.0.1"], {("10.0.0.2", 4506)}, False),  # same port, other IP
+        (["10.0.0.1"], {("10.0.0.1", 22), ("10.0.0.2", 4506)}, False),
+        (["10.0.0.1"], set(), False),
+        ([], {("10.0.0.1", 4506)}, False),
+        (["10.0.0.2", "10.0.0.1"], {("10.0.0.1", 4506)}, True),
+        (["::ffff:10.0.0.1"], {("10.0.0.1", 4506)}, True),
+        (["2001:DB8::1"], {("2001:db8::1", 4505)}, True),
+        (["fe80::1%eth0"], {("fe80::1", 4506)}, True),
+    ],
+)
+def test_is_connected(addresses, remotes, connected):
+    entry = master("m1", 4506, 4505, addresses)
+    assert ha_connection.is_connected(entry, remotes) is connected
+
+
+# --- read_pid -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content", ["", "abc", "12x", "1.5", "\n"])
+def test_read_pid_garbage(tmp_path, content):
+    assert ha_connection.read_pid(write_pidfile(tmp_path, content)) is None
+
+
+def test_read_pid_missing_file(tmp_path):
+    assert ha_connection.read_pid(str(tmp_path / "missing.pid")) is None
+
+
+def test_read_pid_none():
+    assert ha_connection.read_pid(None) is None
+
+
+def test_read_pid_dead_process(tmp_path, dead_pid):
+    assert ha_connection.read_pid(write_pidfile(tmp_path, dead_pid)) is None
+
+
+def test_read_pid_running_process(tmp_path):
+    assert ha_connection.read_pid(write_pidfile(tmp_path, f" {os.getpid()}\n")) == os.getpid()
+
+
+# --- established_remotes, mark_connected with a real process ------------------
+
+
+def test_established_remotes_of_a_real_process(connected_child, tcp_server):
+    remotes = ha_connection.established_remotes(ha_connection.process_tree(connected_child.pid))
+    assert (LOCALHOST, tcp_server) in remotes
+
+
+def test_mark_connected(tmp_path, connected_child, tcp_server):
+    pidfile = write_pidfile(tmp_path, connected_child.pid)
+    entries = [
+        master("same-ip-other-ports", tcp_server + 1, tcp_server + 2),
+        master("other-ip", tcp_server, addresses=["10.0.0.1"]),
+        master("target", tcp_server),
+        master("v4-mapped", tcp_server, addresses=["::ffff:127.0.0.1"]),
+        master("via-publish-port", tcp_server + 1, tcp_server),
+    ]
+    assert ha_connection.mark_connected(entries, pidfile) == "target"
+    assert {e["master"]: e["connected"] for e in entries} == {
+        "same-ip-other-ports": False,
+        "other-ip": False,
+        "target": True,
+        "v4-mapped": True,
+        "via-publish-port": True,
+    }
+
+
+def test_mark_connected_finds_a_forked_process(tmp_path, spawn, tcp_server):
+    parent = spawn(FORK_AND_CONNECT, CONNECT_AND_SLEEP, tcp_server)
+    lines = read_lines(parent, 2)
+    grandchild = int(next(line for line in lines if line.startswith("grandchild")).split()[1])
+    spawn.also_kill(grandchild)
+    assert "connected" in lines
+    entries = [master("m1", tcp_server + 1), master("m2", tcp_server)]
+    assert ha_connection.mark_connected(entries, write_pidfile(tmp_path, parent.pid)) == "m2"
+    assert [e["connected"] for e in entries] == [False, True]
+
+
+def test_mark_connected_daemon_not_connected(tmp_path, spawn, tcp_server):
+    idle = spawn("import time; print('idle', flush=True); time.sleep(30)")
+    assert read_lines(idle, 1) == ["idle"]
+    entries = [master("m1", tcp_server), master("m2", tcp_server + 1)]
+    assert ha_connection.mark_connected(entries, write_pidfile(tmp_path, idle.pid)) is None
+    assert [e["connected"] for e in entries] == [False, False]
+
+
+@pytest.mark.parametrize("pidfile", ["missing", "dead", "garbage", None])
+def test_mark_connected_falls_back_to_the_calling_process(tmp_path, tcp_server, dead_pid, pidfile):
+    # Without a running daemon in the pidfile, the calling process (a call run inside
+    # the daemon) is what counts: here, this test's own connection.
+    path = {
+        "missing": str(tmp_path / "missing.pid"),
+        "dead": write_pidfile(tmp_path, dead_pid),
+        "garbage": write_pidfile(tmp_path, "abc"),
+        None: None,
+    }[pidfile]
+    entries = [master("m1", tcp_server)]
+    assert ha_connection.mark_connected(entries, path) is None
+    with socket.create_connection((LOCALHOST, tcp_server), timeout=5):
+        assert ha_connection.mark_connected(entries, path) == "m1"
+    assert entries[0]["connected"] is True
