@@ -22,12 +22,22 @@ def backup_path(path, now=None):
 
 
 def keep_previous(path):
-    """Copy ``path`` (mode and owner too) to its backup; return the backup's path."""
+    """
+    Copy ``path`` to its backup with the same mode and owner; return the backup's path.
+
+    The backup is created with the source's mode from the first byte (``O_EXCL``,
+    no umask window), so a private key's backup is never readable by others.
+    """
     target = backup_path(path)
-    shutil.copy2(path, target)
     stat = os.stat(path)
-    os.chown(target, stat.st_uid, stat.st_gid)
-    os.chmod(target, stat.st_mode & 0o7777)
+    mode = stat.st_mode & 0o7777
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode & 0o700)
+    with os.fdopen(fd, "wb") as handle, open(path, "rb") as source:
+        shutil.copyfileobj(source, handle)
+        os.fchown(handle.fileno(), stat.st_uid, stat.st_gid)
+        os.fchmod(handle.fileno(), mode)
+        handle.flush()
+        os.fsync(handle.fileno())
     return target
 
 

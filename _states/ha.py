@@ -1,0 +1,250 @@
+"""
+salt-ha states: failover settings on every minion, identical masters.
+
+``ha.minion_failover`` writes a minion ``minion.d/`` drop-in that ``ha.lint``
+finds no error in; ``ha.master_config`` writes a master ``master.d/`` drop-in
+from a dict (usually pillar), byte-identical on every master;
+``ha.master_keypair`` makes ``master.pem``/``master.pub`` equal a given pair.
+
+Each follows Salt's state recipe: validate (bad input: ``result: False``, a
+comment naming the problem, nothing written), compare with the files on disk,
+``test=True`` predicts ``changes`` with ``result: None``, write atomically with
+the previous version kept as ``<file>.<UTC time>.bak``, re-read, report. A second
+run reports no changes.
+"""
+
+import logging
+import os
+
+import ha_state
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "ha"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _run(name, make_plan, done, restart=None):
+    """The recipe over a planner: validate/plan, test, apply, report."""
+    ret = {"name": name, "result": False, "changes": {}, "comment": ""}
+    try:
+        plan = make_plan()
+        restart_plan = restart(plan) if restart else None
+    except (SaltInvocationError, CommandExecutionError) as err:
+        ret["comment"] = f"Nothing written: {err}"
+        return ret
+    notes = list(plan.notes)
+    if not plan.changed:
+        ret.update(result=True, comment=" ".join([f"{name} is already in the desired state."] + notes))
+        return ret
+    ret["changes"] = plan.changes
+    if __opts__.get("test"):
+        if restart_plan is not None:
+            notes.append(f"The salt-minion would be restarted ({restart_plan['restart']['method']}).")
+        ret.update(result=None, comment=" ".join([f"{name} would be changed; {done}."] + notes))
+        return ret
+    try:
+        backups = ha_state.apply_plan(plan)
+    except CommandExecutionError as err:
+        ret.update(changes={}, comment=str(err))
+        return ret
+    kept = f" Previous version kept in {', '.join(backups)}." if backups else ""
+    comment = [f"{name} changed; {done}.{kept}"] + notes
+    if restart_plan is not None:
+        comment.append(_spawn_restart(restart_plan))
+    ret.update(result=True, comment=" ".join(comment))
+    return ret
+
+
+def _spawn_restart(plan):
+    pid = ha_state.spawn_restart(
+        plan["restart"],
+        wait_pid=plan["wait_pid"],
+        wait_seconds=plan["wait_seconds"],
+        delay=plan["delay"],
+    )
+    log.info("ha.minion_failover: restart helper %s (%s)", pid, plan["restart"]["method"])
+    return (
+        f"The salt-minion restarts in the background ({plan['restart']['method']}, helper "
+        f"pid {pid}) once this job has ended."
+    )
+
+
+def minion_failover(
+    name,
+    masters,
+    alive_interval=ha_state.DEFAULT_ALIVE_INTERVAL,
+    failback=False,
+    failback_interval=ha_state.DEFAULT_FAILBACK_INTERVAL,
+    retry_dns=0,
+    restart=False,
+    master_port=None,
+    publish_port=None,
+    restart_delay=2,
+    restart_wait=300,
+):
+    """
+    Manage the minion drop-in ``name`` holding a failover setup that ``ha.lint``
+    finds no error in.
+
+    The file (sorted YAML) sets ``master`` (the list), ``master_type: failover``,
+    ``master_alive_interval``, ``master_failback`` (and ``master_failback_interval``
+    when failback is on), ``retry_dns`` and ``random_master: False``; plus
+    ``master_port``/``publish_port`` when given. The options are linted with
+    ``ha.lint``'s rules (no DNS lookups) before anything is written: any error
+    (e.g. a master listed twice, host:port entries sharing a host) refuses the
+    state; warnings are quoted in the comment.
+
+    name
+        The drop-in file: an absolute path directly in the minion's ``minion.d/``
+        (next to its config file), or a file name relative to it. Must end in
+        ``.conf`` (Salt reads ``minion.d/*.conf`` only).
+
+    masters
+        List of at least two masters (host names or IP addresses; same ports on
+        every master).
+
+    alive_interval
+        ``master_alive_interval`` in seconds (>= 1). Default 10.
+
+    failback, failback_interval
+        Return to the first master when it is back; checked every
+        ``failback_interval`` seconds (>= 1, default 30).
+
+    retry_dns
+        ``retry_dns`` (>= 0). Default 0; Salt forces 0 for failover anyway.
+
+    restart
+        The minion reads its config only at start: without ``restart`` the comment
+        says ``restart required``. With ``restart=True`` and a change, a detached
+        helper (own session, started with the Python that runs Salt) waits until
+        the job that runs this state has ended (at most ``restart_wait`` seconds),
+        so that its return reaches the master, then ``restart_delay`` seconds, then
+        restarts the salt-minion daemon found in ``pidfile`` the way
+        ``minion.restart`` would: ``minion_restart_command`` (the daemon is stopped
+        with SIGTERM, then the command runs), else the daemon's ``salt-minion*``
+        systemd unit (``systemctl restart --no-block``), else a daemonized
+        (``-d``) minion is stopped and started with its own command line. A
+        foreground minion with none of these (e.g. started by a supervisor Salt
+        does not know, or by pytest-salt-factories) cannot be restarted safely:
+        the state then fails before writing anything. The helper stops only the
+        process recorded in the pidfile (same pid and start time) and never
+        starts a second minion if the first did not stop within 30 s. It reports
+        nothing after the state returned: check the minion's log.
+        With ``multiprocessing: False`` the state runs inside the daemon and only
+        ``restart_delay`` protects the return; raise it there.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' state.single ha.minion_failover ha-failover.conf masters='[salt1, salt2]'
+        salt-call state.single ha.minion_failover /etc/salt/minion.d/ha-failover.conf masters='[10.0.0.1, 10.0.0.2]' failback=True restart=True
+    """
+    context = {key: __opts__[key] for key in ("master_port", "publish_port") if __opts__.get(key)}
+
+    def make_plan():
+        ha_state.validate_flag(restart, "restart")
+        ha_state.validate_seconds(restart_delay, "restart_delay", 0)
+        ha_state.validate_seconds(restart_wait, "restart_wait", 0)
+        options = ha_state.failover_options(
+            masters, alive_interval, failback, failback_interval, retry_dns, master_port, publish_port
+        )
+        return ha_state.plan_minion_failover(name, __opts__.get("conf_file"), options, context)
+
+    def plan_restart(plan):
+        if not plan.changed:
+            return None
+        daemon = ha_state.daemon_restart_plan(
+            __opts__.get("pidfile"), __opts__.get("minion_restart_command")
+        )
+        if daemon is None:
+            return None
+        wait_pid = os.getpid() if os.getpid() != daemon["daemon_pid"] and restart_wait else None
+        return {"restart": daemon, "wait_pid": wait_pid, "wait_seconds": restart_wait, "delay": restart_delay}
+
+    done = "the salt-minion reads it when it starts" + ("" if restart is True else ": restart required")
+    return _run(name, make_plan, done, restart=plan_restart if restart is True else None)
+
+
+def master_config(name, settings):
+    """
+    Manage the master drop-in ``name`` from the mapping ``settings``.
+
+    The file is YAML with keys sorted at every level under a fixed header, so
+    equal settings give byte-identical files on every master. ``changes`` names
+    the options ``added``/``changed``/``removed`` and the old/new file sha256;
+    values are not shown (master settings may hold passwords). Options Salt's
+    master does not know are named in the comment. The salt-master reads the file
+    when it starts: the comment says ``restart required``.
+
+    name
+        An absolute path directly in ``master.d/`` next to this minion's config
+        file (``/etc/salt/master.d/…`` for ``/etc/salt/minion``), or a file name
+        relative to it; must end in ``.conf``.
+
+    settings
+        Mapping of master options (plain YAML data, string keys), e.g. from pillar.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'master*' state.single ha.master_config ha.conf settings='{"worker_threads": 8}'
+        salt 'master*' state.apply ha.master
+    """
+
+    def make_plan():
+        return ha_state.plan_master_config(name, __opts__.get("conf_file"), settings)
+
+    return _run(name, make_plan, "the salt-master reads it when it starts: restart required")
+
+
+def master_keypair(name, private_key, public_key=None):
+    """
+    Make ``master.pem``/``master.pub`` in the master pki dir ``name`` equal the
+    given key pair (e.g. from GPG-encrypted pillar), so that every master signs
+    with one key and minions can fail over between them.
+
+    The pair is checked before anything is touched: ``public_key`` must be the
+    public half of ``private_key`` (an unencrypted PEM RSA key); without
+    ``public_key`` it is derived (SubjectPublicKeyInfo, as Salt writes it).
+    With Salt 3008's layout (``master.pem``/``master.pub`` symlinks to
+    ``<master_id>.pem/.pub``) the symlink targets are written, in the older layout
+    the plain files. master.pem gets mode 0400 (as Salt writes it), its backup
+    is written under a 0077 umask and keeps mode 0400 and the owner.
+
+    Changes and comments show fingerprints only, never key material: the
+    path-based fingerprint (sha256) that ``salt-key -f master.pub``/wheel
+    ``key.finger_master`` and the minion's ``master_finger`` use (Salt's
+    ``Key.finger``, ``salt-key -F``, hashes differently). For master.pem it is the
+    fingerprint of its public half. The salt-master uses the new key after a
+    restart.
+
+    name
+        The master's pki dir (absolute path of an existing directory), e.g.
+        ``/etc/salt/pki/master``.
+
+    private_key
+        The PEM private key text. Pass it through pillar (ideally GPG-encrypted),
+        never on a command line: job caches and ``ps`` keep arguments.
+
+    public_key
+        The PEM public key text (optional).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'master*' state.apply ha.master
+        salt 'master*' state.apply ha.master test=True
+    """
+
+    def make_plan():
+        return ha_state.plan_master_keypair(name, private_key, public_key)
+
+    return _run(name, make_plan, "the salt-master uses the new key pair after a restart")

@@ -1,0 +1,629 @@
+"""
+Plans for the ``ha`` states: validate, render, compare with what is on disk.
+
+Every ``plan_*`` function is pure planning: it reads the current files, never
+writes, and raises ``SaltInvocationError`` naming the bad value when the input is
+wrong. The returned :class:`StatePlan` says which files would change and how
+(``changes``, JSON-able, never key material); :func:`apply_plan` carries it out
+with atomic writes (the previous version kept as a backup, ``ha_files``) and
+re-reads every file it wrote.
+
+The restart helpers plan and launch the delayed, detached restart of a running
+salt-minion that ``ha.minion_failover(restart=True)`` asks for.
+"""
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+
+import psutil
+import salt.config
+import salt.utils.files
+import yaml
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+import ha_connection
+import ha_files
+import ha_keys
+import ha_lint
+
+HEADER = "# Managed by Salt (salt-ha state {state}): local changes are overwritten.\n"
+PUBLIC_MODE = 0o644
+PRIVATE_MODE = 0o400  # what salt.crypt.write_keys gives master.pem
+
+DEFAULT_ALIVE_INTERVAL = 10
+DEFAULT_FAILBACK_INTERVAL = 30
+MAX_INTERVAL = 86400
+
+SYSTEMD_UNIT = re.compile(r"/(salt-minion[\w@.-]*\.service)(?:/|$)")
+
+
+@dataclasses.dataclass(frozen=True)
+class FilePlan:
+    """One file a state manages: where, the wanted bytes and mode, whether it changes."""
+
+    path: str
+    content: bytes
+    mode: int
+    changed: bool
+
+    @property
+    def private(self):
+        return not self.mode & 0o077
+
+
+@dataclasses.dataclass(frozen=True)
+class StatePlan:
+    """What a state would do: the files, the ``changes`` to report, notes for the comment."""
+
+    files: tuple
+    changes: dict
+    notes: tuple = ()
+
+    @property
+    def changed(self):
+        return any(item.changed for item in self.files)
+
+
+# --- shared validation and rendering -------------------------------------------------
+
+
+def config_subdir(conf_file, folder):
+    """``<dir of conf_file>/<folder>``: where Salt's default_include reads drop-ins."""
+    if not conf_file:
+        raise SaltInvocationError("the minion's conf_file is unknown: cannot locate " + folder)
+    return os.path.join(os.path.dirname(os.path.abspath(conf_file)), folder)
+
+
+def dropin_path(name, conf_file, folder):
+    """
+    The drop-in file ``name`` resolved and checked: an absolute path or a file name
+    relative to ``<config dir>/<folder>``, directly in that folder (Salt reads
+    ``<folder>/*.conf`` only), ending in ``.conf``, not a symlink out of it.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise SaltInvocationError(f"name {name!r} is not a file path")
+    folder_path = config_subdir(conf_file, folder)
+    path = name if os.path.isabs(name) else os.path.join(folder_path, name)
+    path = os.path.normpath(path)
+    if not path.endswith(".conf"):
+        raise SaltInvocationError(
+            f"name {name!r} does not end in .conf: Salt reads only {folder}/*.conf"
+        )
+    real_folder = os.path.realpath(folder_path)
+    if os.path.dirname(os.path.realpath(path)) != real_folder:
+        raise SaltInvocationError(
+            f"name {name!r} is outside the salt config dir's {folder}/ ({folder_path}): "
+            "Salt would never read it"
+        )
+    return path
+
+
+def render_yaml(options, state):
+    """``options`` as block YAML, keys sorted at every level, under a one-line header."""
+    body = yaml.safe_dump(
+        options, default_flow_style=False, sort_keys=True, allow_unicode=True, width=1000
+    )
+    return HEADER.format(state=state) + body
+
+
+def read_bytes(path):
+    """The file's bytes, or None when it does not exist."""
+    try:
+        with salt.utils.files.fopen(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise CommandExecutionError(f"cannot read {path}: {err.strerror}") from err
+
+
+def yaml_mapping(data):
+    """The mapping a YAML file holds; ``{}`` when absent, empty, unreadable or not a mapping."""
+    if not data:
+        return {}
+    try:
+        loaded = yaml.safe_load(data)
+    except yaml.YAMLError:
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def option_changes(old, new):
+    """``{option: {"old": value or None, "new": value or None}}`` for options that differ."""
+    return {
+        key: {"old": old.get(key), "new": new.get(key)}
+        for key in sorted(set(old) | set(new), key=str)
+        if old.get(key) != new.get(key)
+    }
+
+
+def file_plan(path, content, mode):
+    """A :class:`FilePlan` for ``content`` at ``path``, compared with the bytes on disk."""
+    current = read_bytes(path)
+    mode_differs = current is not None and stat_mode(path) != mode
+    return FilePlan(path, content, mode, current != content or mode_differs)
+
+
+def stat_mode(path):
+    return os.stat(path).st_mode & 0o7777
+
+
+def validate_seconds(value, what, minimum):
+    """An integer number of seconds >= ``minimum``; raises naming ``what`` and the value."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SaltInvocationError(
+            f"{what} {value!r} is not a whole number of seconds (write it unquoted)"
+        )
+    if value < minimum or value > MAX_INTERVAL:
+        raise SaltInvocationError(
+            f"{what} {value!r} is out of range ({minimum}-{MAX_INTERVAL} seconds)"
+        )
+    return value
+
+
+def validate_flag(value, what):
+    if not isinstance(value, bool):
+        raise SaltInvocationError(f"{what} {value!r} is not True or False")
+    return value
+
+
+# --- ha.minion_failover ------------------------------------------------------------------
+
+
+def validate_masters(masters):
+    """``masters`` as a list of at least two non-empty strings."""
+    if not isinstance(masters, (list, tuple)):
+        raise SaltInvocationError(
+            f"masters {masters!r} is not a list: write masters: [master1, master2]"
+        )
+    if len(masters) < 2:
+        raise SaltInvocationError(
+            f"masters {list(masters)!r} lists {len(masters)} master: failover needs at least two"
+        )
+    for entry in masters:
+        if not isinstance(entry, str) or not entry.strip():
+            raise SaltInvocationError(f"master entry {entry!r} in masters is not a host name")
+    return [entry.strip() for entry in masters]
+
+
+def failover_options(
+    masters,
+    alive_interval=DEFAULT_ALIVE_INTERVAL,
+    failback=False,
+    failback_interval=DEFAULT_FAILBACK_INTERVAL,
+    retry_dns=0,
+    master_port=None,
+    publish_port=None,
+):
+    """
+    The minion options of a failover setup, validated (no lint yet).
+
+    Always: ``master``, ``master_type: failover``, ``master_alive_interval`` (the
+    alive job, which also carries failback), ``master_failback``, ``retry_dns`` and
+    ``random_master: False`` (a reshuffled list may retry the dead master first).
+    With ``failback``: ``master_failback_interval``. Ports only when given.
+    """
+    options = {
+        "master": validate_masters(masters),
+        "master_type": "failover",
+        "master_alive_interval": validate_seconds(alive_interval, "alive_interval", 1),
+        "master_failback": validate_flag(failback, "failback"),
+        "retry_dns": validate_seconds(retry_dns, "retry_dns", 0),
+        "random_master": False,
+    }
+    interval = validate_seconds(failback_interval, "failback_interval", 1)
+    if failback:
+        options["master_failback_interval"] = interval
+    for option, value in (("master_port", master_port), ("publish_port", publish_port)):
+        if value is not None:
+            options[option] = validate_port(value, option)
+    return options
+
+
+def validate_port(value, what):
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise SaltInvocationError(f"{what} {value!r} is not a port number (1-65535)")
+    return value
+
+
+def lint_failover(options, port_context=None):
+    """
+    Lint rendered failover ``options`` with ``ha_lint`` (no DNS): ``(errors, warnings)``
+    as lists of finding dicts. ``port_context`` supplies the minion's ``master_port``
+    and ``publish_port`` when the drop-in does not set them.
+    """
+    opts = {**(port_context or {}), **options}
+    findings = ha_lint.lint_options(opts, written_keys=set(options), resolver=None)
+    errors = [item for item in findings if item["severity"] == "error"]
+    warnings = [item for item in findings if item["severity"] == "warning"]
+    return errors, warnings
+
+
+def finding_text(item):
+    return f"{item['option']}: {item['message']} (suggestion: {item['suggestion']})"
+
+
+def plan_minion_failover(name, conf_file, options, port_context=None):
+    """
+    Plan the minion drop-in ``name`` holding ``options`` (see :func:`failover_options`).
+
+    Refuses (``SaltInvocationError``) when ``ha_lint`` finds an error in them;
+    its warnings become notes. ``changes`` is ``{option: {"old", "new"}}``.
+    """
+    path = dropin_path(name, conf_file, "minion.d")
+    errors, warnings = lint_failover(options, port_context)
+    if errors:
+        raise SaltInvocationError(
+            "ha.lint finds errors in this failover setup: "
+            + "; ".join(finding_text(item) for item in errors)
+        )
+    content = render_yaml(options, "ha.minion_failover").encode("utf-8")
+    plan = file_plan(path, content, PUBLIC_MODE)
+    current = read_bytes(path)
+    changes = option_changes(yaml_mapping(current), options) if plan.changed else {}
+    if plan.changed and not changes:
+        changes = {"file": "rewritten in canonical form (same options)"}
+    notes = tuple(f"warning: {finding_text(item)}" for item in warnings)
+    return StatePlan((plan,), changes, notes)
+
+
+# --- ha.master_config --------------------------------------------------------------------
+
+PLAIN_SCALARS = (str, int, float, bool, type(None))
+
+
+def validate_settings(settings, where="settings"):
+    """A mapping of plain YAML data with string keys; raises naming the bad key or value."""
+    if not isinstance(settings, dict):
+        raise SaltInvocationError(f"{where} {settings!r} is not a mapping of master options")
+    for key, value in settings.items():
+        if not isinstance(key, str) or not key.strip():
+            raise SaltInvocationError(f"{where} key {key!r} is not an option name")
+        validate_value(value, f"{where}:{key}")
+    return settings
+
+
+def validate_value(value, where):
+    if isinstance(value, dict):
+        validate_settings(value, where)
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            validate_value(item, f"{where}[{index}]")
+    elif not isinstance(value, PLAIN_SCALARS):
+        raise SaltInvocationError(
+            f"{where} is a {type(value).__name__}, not plain YAML data"
+        )
+
+
+def plain(value):
+    """Tuples to lists (recursively), so equal data renders to equal bytes."""
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    return value
+
+
+def unknown_master_options(settings):
+    known = set(salt.config.DEFAULT_MASTER_OPTS) | set(salt.config.VALID_OPTS)
+    return sorted(key for key in settings if key not in known and "." not in key and key != "ha")
+
+
+def plan_master_config(name, conf_file, settings):
+    """
+    Plan the master drop-in ``name`` (under ``master.d/``) from ``settings``.
+
+    ``changes`` names the top-level options ``added``/``changed``/``removed`` (values are
+    not shown: master settings may hold passwords) and the files' sha256.
+    """
+    if not settings:
+        raise SaltInvocationError(f"settings {settings!r} is empty: nothing to manage")
+    settings = plain(validate_settings(settings))
+    path = dropin_path(name, conf_file, "master.d")
+    content = render_yaml(settings, "ha.master_config").encode("utf-8")
+    plan = file_plan(path, content, PUBLIC_MODE)
+    current = read_bytes(path)
+    changes = {}
+    if plan.changed:
+        old = yaml_mapping(current)
+        diff = option_changes(old, settings)
+        changes = {
+            "added": sorted(key for key in diff if key not in old),
+            "changed": sorted(key for key in diff if key in old and key in settings),
+            "removed": sorted(key for key in diff if key not in settings),
+            "sha256": {"old": sha256(current), "new": sha256(content)},
+        }
+    notes = tuple(
+        f"warning: '{key}' is not a Salt master option (Salt ignores it unless a module reads it)"
+        for key in unknown_master_options(settings)
+    )
+    return StatePlan((plan,), changes, notes)
+
+
+def sha256(data):
+    return None if data is None else hashlib.sha256(data).hexdigest()
+
+
+# --- ha.master_keypair -------------------------------------------------------------------
+
+
+def normalize_pem(text, what):
+    """A PEM given as text: LF line ends, one trailing newline."""
+    if isinstance(text, bytes):
+        text = text.decode("ascii", errors="replace")
+    if not isinstance(text, str) or not text.strip():
+        raise SaltInvocationError(f"{what} is empty or not PEM text")
+    return text.replace("\r\n", "\n").strip() + "\n"
+
+
+def validate_pki_dir(name):
+    """An existing master pki dir (absolute path, not a minion's pki dir)."""
+    if not isinstance(name, str) or not os.path.isabs(name):
+        raise SaltInvocationError(f"name {name!r} is not an absolute path to a master pki dir")
+    if not os.path.isdir(name):
+        raise SaltInvocationError(f"name {name!r} is not an existing directory (a master pki dir)")
+    if os.path.exists(os.path.join(name, "minion.pem")):
+        raise SaltInvocationError(f"name {name!r} holds minion.pem: it is a minion's pki dir")
+    return os.path.normpath(name)
+
+
+def key_target(pki_dir, filename):
+    """
+    Where ``pki_dir/filename`` really lives: Salt 3008 makes master.pem/master.pub
+    symlinks to ``<master_id>.pem/.pub``; the write goes through to that file, which
+    must be in the pki dir itself.
+    """
+    link = os.path.join(pki_dir, filename)
+    target = os.path.realpath(link)
+    if os.path.dirname(target) != os.path.realpath(pki_dir):
+        raise SaltInvocationError(
+            f"{link} points to {target}, outside the pki dir: refusing to write there"
+        )
+    return target
+
+
+def public_fingerprint_of_private(data):
+    """Fingerprint of a private key's public half, or ``"unreadable"`` / None (missing)."""
+    if data is None:
+        return None
+    try:
+        return ha_keys.fingerprint(ha_keys.public_pem_of(data))
+    except ValueError:
+        return "unreadable (not an unencrypted RSA key)"
+
+
+def same_private_key(current, wanted_key):
+    if current is None:
+        return False
+    try:
+        key = ha_keys.load_private_key(current)
+    except ValueError:
+        return False
+    return key.private_numbers() == wanted_key.private_numbers()
+
+
+def validate_keypair(private_key, public_key):
+    """``(private_pem, public_pem, private_key_object)``; a mismatched pair is refused."""
+    private_pem = normalize_pem(private_key, "private_key")
+    try:
+        key = ha_keys.load_private_key(private_pem)
+    except ValueError as err:
+        raise SaltInvocationError(f"private_key is {err}") from None
+    derived = ha_keys.public_pem_of(private_pem)
+    if public_key is None:
+        return private_pem, derived, key
+    public_pem = normalize_pem(public_key, "public_key")
+    try:
+        paired = ha_keys.is_pair(private_pem, public_pem)
+    except ValueError as err:
+        raise SaltInvocationError(f"public_key is {err}") from None
+    if not paired:
+        raise SaltInvocationError(
+            f"public_key (fingerprint {ha_keys.fingerprint(public_pem)}) does not belong to "
+            f"private_key (its public key has fingerprint {ha_keys.fingerprint(derived)})"
+        )
+    return private_pem, public_pem, key
+
+
+def plan_master_keypair(name, private_key, public_key=None):
+    """
+    Plan ``master.pem``/``master.pub`` in the pki dir ``name``.
+
+    ``changes``: ``{"master.pem": {"old", "new", "path"}, "master.pub": {...}}`` where
+    old/new are path-based fingerprints (``ha_keys.fingerprint``): of the public half
+    for master.pem, of the file for master.pub. No key material anywhere.
+    """
+    private_pem, public_pem, key = validate_keypair(private_key, public_key)
+    pki_dir = validate_pki_dir(name)
+    pem_path = key_target(pki_dir, "master.pem")
+    pub_path = key_target(pki_dir, "master.pub")
+    current_pem = read_bytes(pem_path)
+    current_pub = read_bytes(pub_path)
+    pem_changed = not same_private_key(current_pem, key) or stat_mode(pem_path) != PRIVATE_MODE
+    pub_changed = current_pub is None or ha_keys.pem_body(current_pub) != ha_keys.pem_body(
+        public_pem
+    )
+    files = (
+        FilePlan(pem_path, private_pem.encode("ascii"), PRIVATE_MODE, pem_changed),
+        FilePlan(pub_path, public_pem.encode("ascii"), PUBLIC_MODE, pub_changed),
+    )
+    changes = {}
+    new_fingerprint = ha_keys.fingerprint(public_pem)
+    if pem_changed:
+        changes["master.pem"] = {
+            "old": public_fingerprint_of_private(current_pem),
+            "new": new_fingerprint,
+            "path": pem_path,
+        }
+    if pub_changed:
+        changes["master.pub"] = {
+            "old": ha_keys.fingerprint(current_pub) if current_pub is not None else None,
+            "new": new_fingerprint,
+            "path": pub_path,
+        }
+    return StatePlan(files, changes, ())
+
+
+# --- carrying out a plan -----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def private_umask(file):
+    """A 0o077 umask while a private file (and its backup) is written."""
+    if file.private:
+        with salt.utils.files.set_umask(0o077):
+            yield
+    else:
+        yield
+
+
+def apply_plan(plan):
+    """
+    Write every changed file of ``plan`` atomically (previous version backed up),
+    then re-read it. Returns the backups' paths. Raises ``CommandExecutionError``
+    naming the file (never its content) when a write fails or does not stick.
+    """
+    backups = []
+    for file in plan.files:
+        if not file.changed:
+            continue
+        try:
+            os.makedirs(os.path.dirname(file.path), mode=0o755, exist_ok=True)
+            with private_umask(file):
+                saved = ha_files.atomic_write(file.path, file.content, mode=file.mode)
+        except OSError as err:
+            raise CommandExecutionError(f"cannot write {file.path}: {err.strerror}") from None
+        if saved:
+            backups.append(saved)
+        if read_bytes(file.path) != file.content or stat_mode(file.path) != file.mode:
+            raise CommandExecutionError(f"{file.path} does not hold what was written")
+    return backups
+
+
+# --- restarting the minion ---------------------------------------------------------------
+
+# Runs detached, under the Python that runs Salt (psutil is a Salt dependency).
+# argv[1]: the JSON plan of restart_plan() plus wait_pid/wait_seconds/delay.
+RESTART_HELPER = """\
+import json, subprocess, sys, time
+import psutil
+plan = json.loads(sys.argv[1])
+def running(pid):
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+def wait_gone(pid, seconds):
+    deadline = time.monotonic() + seconds
+    while running(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not running(pid)
+if plan["wait_pid"]:
+    wait_gone(plan["wait_pid"], plan["wait_seconds"])
+time.sleep(plan["delay"])
+if plan["stop_pid"]:
+    try:
+        daemon = psutil.Process(plan["stop_pid"])
+        if daemon.create_time() != plan["stop_created"]:
+            sys.exit(3)
+        daemon.terminate()
+    except psutil.NoSuchProcess:
+        pass
+    if not wait_gone(plan["stop_pid"], plan["stop_seconds"]):
+        sys.exit(2)
+subprocess.Popen(plan["command"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                 stderr=subprocess.DEVNULL, start_new_session=True, cwd="/")
+"""
+
+STOP_SECONDS = 30
+
+
+def systemd_unit(cgroup_text):
+    """The ``salt-minion*.service`` unit named in a /proc/<pid>/cgroup text, or None."""
+    for line in (cgroup_text or "").splitlines():
+        match = SYSTEMD_UNIT.search(line.split(":", 2)[-1])
+        if match:
+            return match.group(1)
+    return None
+
+
+def restart_plan(pid, created, cmdline, cgroup_text, restart_command=None):
+    """
+    How to restart the salt-minion daemon ``pid`` safely, in the order
+    ``minion.restart`` uses: ``minion_restart_command`` (stop the daemon, then run
+    it), its systemd unit (``systemctl restart --no-block``), a daemonized minion
+    (``-d``: stop it, then run its own command line again). Raises
+    ``CommandExecutionError`` saying why when none applies (a foreground minion
+    without a supervisor Salt knows about).
+    """
+    if restart_command:
+        command = [restart_command] if isinstance(restart_command, str) else list(restart_command)
+        method = "minion_restart_command"
+        stop = True
+    elif systemd_unit(cgroup_text):
+        command = ["systemctl", "restart", "--no-block", systemd_unit(cgroup_text)]
+        method = "systemd"
+        stop = False
+    elif "-d" in cmdline or "--daemon" in cmdline:
+        command, method, stop = list(cmdline), "daemon command line", True
+    else:
+        raise CommandExecutionError(
+            f"cannot restart the salt-minion (pid {pid}) safely: it is not a salt-minion "
+            "systemd unit, not daemonized (-d) and minion_restart_command is not set; "
+            "set minion_restart_command or restart it yourself"
+        )
+    return {
+        "method": method,
+        "daemon_pid": pid,
+        "command": command,
+        "stop_pid": pid if stop else None,
+        "stop_created": created if stop else None,
+        "stop_seconds": STOP_SECONDS,
+    }
+
+
+def daemon_restart_plan(pidfile, restart_command=None):
+    """
+    :func:`restart_plan` for the salt-minion daemon in ``pidfile``; None when no
+    daemon runs (the new settings apply when it starts).
+    """
+    pid = ha_connection.read_pid(pidfile) if pidfile else None
+    if pid is None:
+        return None
+    try:
+        process = psutil.Process(pid)
+        cmdline, created = process.cmdline(), process.create_time()
+    except psutil.Error as err:
+        raise CommandExecutionError(f"cannot inspect the salt-minion pid {pid}: {err}") from err
+    try:
+        with salt.utils.files.fopen(f"/proc/{pid}/cgroup", "r") as handle:
+            cgroup_text = handle.read()
+    except OSError:
+        cgroup_text = ""
+    return restart_plan(pid, created, cmdline, cgroup_text, restart_command)
+
+
+def spawn_restart(plan, wait_pid, wait_seconds, delay):
+    """
+    Launch the detached restart helper (own session, no stdio) and return its pid.
+    It waits for ``wait_pid`` (the process running the state, so that its return
+    reaches the master first; bounded by ``wait_seconds``), then ``delay`` seconds,
+    then restarts as ``plan`` says.
+    """
+    payload = {**plan, "wait_pid": wait_pid, "wait_seconds": wait_seconds, "delay": delay}
+    helper = subprocess.Popen(  # pylint: disable=consider-using-with
+        [sys.executable, "-c", RESTART_HELPER, json.dumps(payload)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+        cwd="/",
+    )
+    return helper.pid

@@ -1,0 +1,4 @@
+# Pillar top file for the salt-ha examples: every minion gets the ha pillar.
+base:
+  '*':
+    - ha

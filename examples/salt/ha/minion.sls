@@ -1,0 +1,16 @@
+{#- Failover settings from pillar ha:minion (examples/pillar/ha.sls). #}
+{%- set ha = salt['pillar.get']('ha:minion', {}) %}
+{%- if ha.get('masters') %}
+ha-minion-failover:
+  ha.minion_failover:
+    - name: {{ ha.get('file', 'ha-failover.conf') | json }}
+    - masters: {{ ha.masters | json }}
+    - alive_interval: {{ ha.get('alive_interval', 10) | json }}
+    - failback: {{ ha.get('failback', False) | json }}
+    - failback_interval: {{ ha.get('failback_interval', 30) | json }}
+    - retry_dns: {{ ha.get('retry_dns', 0) | json }}
+    - restart: {{ ha.get('restart', False) | json }}
+{%- for port in ('master_port', 'publish_port') if port in ha %}
+    - {{ port }}: {{ ha[port] | json }}
+{%- endfor %}
+{%- endif %}

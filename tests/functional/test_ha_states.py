@@ -1,0 +1,326 @@
+"""The ``ha`` states through Salt's loader (``state.single``), on real files in tmp_path."""
+
+import glob
+import os
+import pathlib
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+import salt.crypt
+import yaml
+
+import ha_keys
+import ha_lint
+from tests.support import lab as lablib
+
+MASTERS = ["127.0.0.1", "127.0.0.2"]
+
+
+@pytest.fixture(params=[True, False], ids=["test=True", "test=False"])
+def testmode(request):
+    return request.param
+
+
+@pytest.fixture
+def config_dir(loaders, tmp_path):
+    """A salt config dir of its own: the loader's conf_file points into it for one test."""
+    etc = tmp_path / "etc" / "salt"
+    (etc / "minion.d").mkdir(parents=True)
+    (etc / "master.d").mkdir()
+    (etc / "minion").write_text("id: ha-functional-minion\n")
+    saved = {key: loaders.opts.get(key) for key in ("conf_file", "pidfile", "minion_restart_command")}
+    loaders.opts.update(conf_file=str(etc / "minion"), pidfile=str(tmp_path / "minion.pid"))
+    loaders.opts.pop("minion_restart_command", None)
+    yield etc
+    loaders.opts.update(saved)
+
+
+@pytest.fixture
+def states(loaders, config_dir):
+    return loaders.states
+
+
+def backups_of(path):
+    return sorted(glob.glob(f"{path}.*.bak"))
+
+
+def listing(folder):
+    return sorted(os.listdir(folder))
+
+
+# --- ha.minion_failover -------------------------------------------------------------
+
+
+def test_minion_failover_predicts_then_writes_a_lint_clean_dropin(states, config_dir, testmode):
+    dropin = config_dir / "minion.d" / "ha-failover.conf"
+    ret = states.ha.minion_failover(name="ha-failover.conf", masters=MASTERS, test=testmode)
+    assert ret.changes["master"] == {"old": None, "new": MASTERS}
+    assert ret.changes["master_type"] == {"old": None, "new": "failover"}
+    if testmode:
+        assert ret.result is None
+        assert "would be changed" in ret.comment
+        assert not dropin.exists()
+        return
+    assert ret.result is True
+    assert "restart required" in ret.comment
+    written = yaml.safe_load(dropin.read_text())
+    assert written["master"] == MASTERS and written["master_type"] == "failover"
+    assert [f["severity"] for f in ha_lint.lint_options(written)] == ["info"]
+    assert stat.S_IMODE(dropin.stat().st_mode) == 0o644
+
+
+def test_minion_failover_second_run_reports_no_changes_and_keeps_the_backup(states, config_dir):
+    dropin = config_dir / "minion.d" / "ha-failover.conf"
+    dropin.write_text("master: 127.0.0.1\n")
+    first = states.ha.minion_failover(name=str(dropin), masters=MASTERS, failback=True)
+    assert first.result is True and first.changes["master_failback"] == {"old": None, "new": True}
+    (backup,) = backups_of(dropin)
+    assert pathlib.Path(backup).read_text() == "master: 127.0.0.1\n"
+    assert backup in first.comment
+    content = dropin.read_bytes()
+    second = states.ha.minion_failover(name=str(dropin), masters=MASTERS, failback=True)
+    assert (second.result, second.changes) == (True, {})
+    assert "already in the desired state" in second.comment
+    assert dropin.read_bytes() == content and backups_of(dropin) == [backup]
+
+
+BAD_FAILOVER = [
+    ({"masters": "127.0.0.1"}, "is not a list"),
+    ({"masters": ["127.0.0.1", "127.0.0.1"]}, "duplicates"),
+    ({"masters": ["127.0.0.1:4506", "127.0.0.1:4606"]}, "ha.lint finds errors"),
+    ({"alive_interval": -1}, "alive_interval -1"),
+    ({"failback_interval": -1}, "failback_interval -1"),
+    ({"retry_dns": -3}, "retry_dns -3"),
+    ({"name": "/etc/salt/minion.d/ha.conf"}, "outside the salt config dir"),
+    ({"name": "../minion"}, "does not end in .conf"),
+    ({"restart": "yes"}, "restart 'yes'"),
+]
+
+
+@pytest.mark.parametrize("bad,message", BAD_FAILOVER)
+def test_minion_failover_bad_input_fails_and_writes_nothing(states, config_dir, bad, message):
+    before = {path: path.read_bytes() for path in config_dir.rglob("*") if path.is_file()}
+    kwargs = {"name": "ha-failover.conf", "masters": MASTERS, **bad}
+    ret = states.ha.minion_failover(**kwargs)
+    assert ret.result is False
+    assert message in ret.comment and "Nothing written" in ret.comment
+    assert ret.changes == {}
+    after = {path: path.read_bytes() for path in config_dir.rglob("*") if path.is_file()}
+    assert after == before
+
+
+def test_minion_failover_restart_runs_after_the_job_through_minion_restart_command(
+    loaders, states, config_dir, tmp_path
+):
+    """The detached helper stops the daemon in the pidfile, then runs minion_restart_command."""
+    marker = tmp_path / "restarted"
+    daemon = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a stand-in
+    try:
+        pathlib.Path(loaders.opts["pidfile"]).write_text(f"{daemon.pid}\n")
+        loaders.opts["minion_restart_command"] = ["/bin/sh", "-c", f"echo started > {marker}"]
+        started = time.monotonic()
+        ret = states.ha.minion_failover(
+            name="ha-failover.conf", masters=MASTERS, restart=True, restart_delay=0, restart_wait=0
+        )
+        assert time.monotonic() - started < 5  # the state does not wait for the restart
+        assert ret.result is True, ret.comment
+        assert "restarts in the background (minion_restart_command" in ret.comment
+        assert "restart required" not in ret.comment
+        assert daemon.wait(timeout=15) == -15  # SIGTERM, then the command
+        deadline = time.monotonic() + 10
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marker.read_text() == "started\n"
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+    again = states.ha.minion_failover(name="ha-failover.conf", masters=MASTERS, restart=True)
+    assert (again.result, again.changes) == (True, {})  # no change: no restart
+
+
+def test_minion_failover_restart_refused_for_a_foreground_minion_before_writing(
+    loaders, states, config_dir
+):
+    daemon = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        pathlib.Path(loaders.opts["pidfile"]).write_text(f"{daemon.pid}\n")
+        for testmode in (True, False):
+            ret = states.ha.minion_failover(
+                name="ha-failover.conf", masters=MASTERS, restart=True, test=testmode
+            )
+            assert ret.result is False
+            assert "cannot restart the salt-minion" in ret.comment
+            assert listing(config_dir / "minion.d") == []
+        assert daemon.poll() is None
+    finally:
+        daemon.kill()
+        daemon.wait()
+
+
+# --- ha.master_config ------------------------------------------------------------------
+
+SETTINGS = {"worker_threads": 8, "file_roots": {"base": ["/srv/salt"]}, "keep_jobs_seconds": 3600}
+
+
+def test_master_config_predicts_then_writes_sorted_yaml(states, config_dir, testmode):
+    dropin = config_dir / "master.d" / "ha.conf"
+    ret = states.ha.master_config(name="ha.conf", settings=SETTINGS, test=testmode)
+    assert ret.changes["added"] == ["file_roots", "keep_jobs_seconds", "worker_threads"]
+    if testmode:
+        assert ret.result is None and not dropin.exists()
+        return
+    assert ret.result is True and "restart required" in ret.comment
+    assert yaml.safe_load(dropin.read_text()) == SETTINGS
+    keys = [line.split(":")[0] for line in dropin.read_text().splitlines()[1:] if line[0] != " "]
+    assert keys == sorted(SETTINGS)
+
+
+def test_master_config_is_byte_identical_for_reordered_settings_and_idempotent(states, config_dir):
+    dropin = config_dir / "master.d" / "ha.conf"
+    assert states.ha.master_config(name=str(dropin), settings=SETTINGS).result is True
+    content = dropin.read_bytes()
+    reordered = dict(reversed(list(SETTINGS.items())))
+    again = states.ha.master_config(name=str(dropin), settings=reordered)
+    assert (again.result, again.changes) == (True, {})
+    assert dropin.read_bytes() == content
+    changed = states.ha.master_config(name=str(dropin), settings={**SETTINGS, "worker_threads": 4})
+    assert changed.changes["changed"] == ["worker_threads"]
+    (backup,) = backups_of(dropin)
+    assert pathlib.Path(backup).read_bytes() == content
+
+
+@pytest.mark.parametrize(
+    "name,settings,message",
+    [
+        ("ha.conf", "worker_threads: 4", "is not a mapping"),
+        ("ha.conf", {}, "is empty"),
+        ("ha.conf", {"x": {1: 2}}, "settings:x key 1"),
+        ("/tmp/ha.conf", SETTINGS, "outside the salt config dir"),
+        ("../minion.d/ha.conf", SETTINGS, "outside the salt config dir"),
+    ],
+)
+def test_master_config_bad_input_fails_and_writes_nothing(states, config_dir, name, settings, message):
+    ret = states.ha.master_config(name=name, settings=settings)
+    assert ret.result is False and message in ret.comment
+    assert listing(config_dir / "master.d") == [] and listing(config_dir / "minion.d") == []
+
+
+# --- ha.master_keypair -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def keypairs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("keypairs")
+    pairs = {}
+    for name in ("old", "new", "other"):
+        pem, pub = lablib.make_keypair(root / name)
+        pairs[name] = (pem.read_text(), pub.read_text())
+    return pairs
+
+
+def pki_dir_3008(folder, keypair, master_id="ha-master"):
+    """A pki dir as Salt 3008 leaves it: <id>.pem/.pub and master.pem/.pub symlinks to them."""
+    folder.mkdir()
+    (folder / f"{master_id}.pem").write_text(keypair[0])
+    (folder / f"{master_id}.pem").chmod(0o400)
+    (folder / f"{master_id}.pub").write_text(keypair[1])
+    os.symlink(folder / f"{master_id}.pem", folder / "master.pem")
+    os.symlink(folder / f"{master_id}.pub", folder / "master.pub")
+    return folder
+
+
+def pki_dir_plain(folder):
+    """The older layout: plain master.pem/master.pub written by salt.crypt.write_keys."""
+    folder.mkdir()
+    salt.crypt.write_keys(str(folder), "master", 2048)
+    return folder
+
+
+@pytest.fixture(params=["3008-symlinks", "plain-files"])
+def pki_dir(request, tmp_path, keypairs):
+    if request.param == "3008-symlinks":
+        return pki_dir_3008(tmp_path / "pki", keypairs["old"])
+    return pki_dir_plain(tmp_path / "pki")
+
+
+def assert_no_key_material(ret, *pems):
+    text = repr(ret.raw)
+    assert "PRIVATE KEY" not in text and "PUBLIC KEY" not in text
+    for pem in pems:
+        for line in pem.splitlines()[1:-1]:
+            assert line not in text
+
+
+def test_master_keypair_writes_through_either_layout_with_fingerprints_only(
+    states, pki_dir, keypairs, testmode
+):
+    new_pem, new_pub = keypairs["new"]
+    links = {name: os.path.islink(pki_dir / name) for name in ("master.pem", "master.pub")}
+    old_fingerprint = ha_keys.fingerprint_file(pki_dir / "master.pub")
+    before = {path.name: path.read_bytes() for path in pki_dir.iterdir()}
+    ret = states.ha.master_keypair(name=str(pki_dir), private_key=new_pem, test=testmode)
+    assert ret.changes["master.pub"]["old"] == old_fingerprint
+    assert ret.changes["master.pub"]["new"] == ha_keys.fingerprint(new_pub)
+    assert ret.changes["master.pem"]["old"] == old_fingerprint  # the public half's
+    assert ret.changes["master.pem"]["new"] == ha_keys.fingerprint(new_pub)
+    assert_no_key_material(ret, new_pem, keypairs["old"][0])
+    if testmode:
+        assert ret.result is None
+        assert {path.name: path.read_bytes() for path in pki_dir.iterdir()} == before
+        return
+    assert ret.result is True and "after a restart" in ret.comment
+    assert {name: os.path.islink(pki_dir / name) for name in links} == links  # layout kept
+    assert ha_keys.is_pair((pki_dir / "master.pem").read_text(), (pki_dir / "master.pub").read_text())
+    assert ha_keys.fingerprint_file(pki_dir / "master.pub") == ha_keys.fingerprint(new_pub)
+    pem_target = pathlib.Path(os.path.realpath(pki_dir / "master.pem"))
+    assert stat.S_IMODE(pem_target.stat().st_mode) == 0o400
+    (backup,) = backups_of(pem_target)
+    assert stat.S_IMODE(os.stat(backup).st_mode) == 0o400
+    assert os.stat(backup).st_uid == pem_target.stat().st_uid
+    assert pathlib.Path(backup).read_bytes() == before["master.pem"]
+    assert len(backups_of(os.path.realpath(pki_dir / "master.pub"))) == 1
+    again = states.ha.master_keypair(name=str(pki_dir), private_key=new_pem, public_key=new_pub)
+    assert (again.result, again.changes) == (True, {})
+
+
+def test_master_keypair_mismatched_pair_is_refused_before_anything_is_touched(
+    states, tmp_path, keypairs
+):
+    pki_dir = pki_dir_3008(tmp_path / "pki", keypairs["old"])
+    before = {path.name: path.read_bytes() for path in pki_dir.iterdir()}
+    ret = states.ha.master_keypair(
+        name=str(pki_dir), private_key=keypairs["new"][0], public_key=keypairs["other"][1]
+    )
+    assert ret.result is False and ret.changes == {}
+    assert "does not belong to private_key" in ret.comment
+    assert ha_keys.fingerprint(keypairs["other"][1]) in ret.comment
+    assert_no_key_material(ret, keypairs["new"][0])
+    assert {path.name: path.read_bytes() for path in pki_dir.iterdir()} == before
+
+
+@pytest.mark.parametrize(
+    "name,private,message",
+    [
+        ("relative", "new", "not an absolute path"),
+        ("/nonexistent/pki", "new", "not an existing directory"),
+        (None, "garbage", "private_key is not an unencrypted PEM private key"),
+    ],
+)
+def test_master_keypair_bad_input_fails_and_writes_nothing(states, tmp_path, keypairs, name, private, message):
+    pki_dir = tmp_path / "pki"
+    pki_dir.mkdir()
+    key = keypairs[private][0] if private in keypairs else private
+    ret = states.ha.master_keypair(name=name or str(pki_dir), private_key=key)
+    assert ret.result is False and message in ret.comment
+    assert listing(pki_dir) == []
+    assert_no_key_material(ret, keypairs["new"][0])
+
+
+def test_state_docs_have_cli_examples(modules):
+    docs = modules.sys.state_doc("ha")
+    for function in ("ha.minion_failover", "ha.master_config", "ha.master_keypair"):
+        assert "CLI Example:" in docs[function], function

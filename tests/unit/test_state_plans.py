@@ -1,0 +1,366 @@
+"""Unit tests for ha_state: planners and renderers of the ``ha`` states (real files in tmp_path)."""
+
+import collections
+import os
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from cryptography.hazmat.primitives import serialization
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+import ha_keys
+import ha_lint
+import ha_state
+from tests.support import lab as lablib
+
+MASTERS = ["salt1.example.com", "salt2.example.com"]
+
+
+@pytest.fixture
+def conf_file(tmp_path):
+    (tmp_path / "minion.d").mkdir()
+    (tmp_path / "master.d").mkdir()
+    path = tmp_path / "minion"
+    path.write_text("id: m1\n")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def keypairs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("keys")
+    return [
+        tuple(path.read_text() for path in lablib.make_keypair(root / name)) for name in ("one", "two")
+    ]
+
+
+# --- rendering ------------------------------------------------------------------
+
+
+def test_render_yaml_is_sorted_and_byte_identical_for_equal_dicts():
+    first = {"worker_threads": 8, "file_roots": {"base": ["/srv/salt"]}, "ha": {"b": 1, "a": 2}}
+    second = collections.OrderedDict(
+        [("ha", {"a": 2, "b": 1}), ("file_roots", {"base": ["/srv/salt"]}), ("worker_threads", 8)]
+    )
+    text = ha_state.render_yaml(first, "ha.master_config")
+    assert text == ha_state.render_yaml(dict(second), "ha.master_config")
+    lines = text.splitlines()
+    assert lines[0].startswith("# Managed by Salt (salt-ha state ha.master_config)")
+    assert [line.split(":")[0] for line in lines[1:] if not line.startswith(" ")] == [
+        "file_roots", "ha", "worker_threads",
+    ]  # fmt: skip
+    assert yaml.safe_load(text) == first
+
+
+def test_failover_options_render_a_dropin_lint_finds_nothing_wrong_in():
+    options = ha_state.failover_options(MASTERS, failback=True)
+    assert options == {
+        "master": MASTERS,
+        "master_type": "failover",
+        "master_alive_interval": 10,
+        "master_failback": True,
+        "master_failback_interval": 30,
+        "retry_dns": 0,
+        "random_master": False,
+    }
+    rendered = yaml.safe_load(ha_state.render_yaml(options, "ha.minion_failover"))
+    findings = ha_lint.lint_options(rendered, resolver=None)
+    assert [f["severity"] for f in findings] == ["info"], findings
+
+
+def test_failover_options_without_failback_leave_the_failback_interval_out():
+    options = ha_state.failover_options(MASTERS, alive_interval=2, master_port=4606, publish_port=4605)
+    assert "master_failback_interval" not in options
+    assert (options["master_port"], options["publish_port"]) == (4606, 4605)
+    assert options["master_alive_interval"] == 2
+
+
+# --- every bad input names the bad value --------------------------------------------
+
+BAD_FAILOVER_INPUTS = [
+    ({"masters": "salt1"}, "masters 'salt1' is not a list"),
+    ({"masters": {"a": 1}}, "is not a list"),
+    ({"masters": ["salt1"]}, "failover needs at least two"),
+    ({"masters": ["salt1", ""]}, "master entry '' in masters"),
+    ({"masters": ["salt1", 5]}, "master entry 5 in masters"),
+    ({"alive_interval": -1}, "alive_interval -1 is out of range"),
+    ({"alive_interval": 0}, "alive_interval 0 is out of range"),
+    ({"alive_interval": "10"}, "alive_interval '10' is not a whole number"),
+    ({"alive_interval": True}, "alive_interval True is not a whole number"),
+    ({"failback_interval": -5}, "failback_interval -5 is out of range"),
+    ({"retry_dns": -1}, "retry_dns -1 is out of range"),
+    ({"failback": "yes"}, "failback 'yes' is not True or False"),
+    ({"master_port": 0}, "master_port 0 is not a port number"),
+    ({"publish_port": "4505"}, "publish_port '4505' is not a port number"),
+]
+
+
+@pytest.mark.parametrize("bad,message", BAD_FAILOVER_INPUTS)
+def test_failover_options_refuse_bad_input_naming_it(bad, message):
+    kwargs = {"masters": MASTERS, **bad}
+    with pytest.raises(SaltInvocationError) as err:
+        ha_state.failover_options(**kwargs)
+    assert message in str(err.value)
+
+
+LINT_ERRORS = [
+    (["salt1", "SALT1"], "duplicates 'salt1'"),
+    (["10.0.0.1:4506", "10.0.0.1:4606"], "shared by several entries"),
+    (["salt1", "bad host"], "cannot be used"),
+]
+
+
+@pytest.mark.parametrize("masters,message", LINT_ERRORS)
+def test_plan_minion_failover_refuses_what_lint_calls_an_error(conf_file, masters, message):
+    options = ha_state.failover_options(masters)
+    with pytest.raises(SaltInvocationError) as err:
+        ha_state.plan_minion_failover("ha.conf", conf_file, options)
+    assert "ha.lint finds errors" in str(err.value)
+    assert message in str(err.value)
+    assert os.listdir(os.path.join(os.path.dirname(conf_file), "minion.d")) == []
+
+
+BAD_PATHS = [
+    ("/etc/passwd.conf", "outside the salt config dir"),
+    ("../minion.d.conf", "outside the salt config dir"),
+    ("sub/ha.conf", "outside the salt config dir"),
+    ("ha.yaml", "does not end in .conf"),
+    ("", "is not a file path"),
+    (None, "is not a file path"),
+]
+
+
+@pytest.mark.parametrize("name,message", BAD_PATHS)
+def test_dropin_path_refuses_paths_salt_would_not_read(conf_file, name, message):
+    with pytest.raises(SaltInvocationError) as err:
+        ha_state.dropin_path(name, conf_file, "minion.d")
+    assert message in str(err.value)
+    assert repr(name) in str(err.value)
+
+
+def test_dropin_path_accepts_a_name_or_an_absolute_path_in_the_folder(conf_file):
+    folder = os.path.join(os.path.dirname(conf_file), "minion.d")
+    assert ha_state.dropin_path("ha.conf", conf_file, "minion.d") == os.path.join(folder, "ha.conf")
+    absolute = os.path.join(folder, "x.conf")
+    assert ha_state.dropin_path(absolute, conf_file, "minion.d") == absolute
+
+
+def test_dropin_path_refuses_a_symlink_out_of_the_folder(conf_file, tmp_path):
+    (tmp_path / "elsewhere.conf").write_text("")
+    os.symlink(tmp_path / "elsewhere.conf", tmp_path / "minion.d" / "link.conf")
+    with pytest.raises(SaltInvocationError, match="outside"):
+        ha_state.dropin_path("link.conf", conf_file, "minion.d")
+
+
+BAD_SETTINGS = [
+    ({}, "settings {} is empty"),
+    (["a"], "settings ['a'] is not a mapping"),
+    ({1: "a"}, "settings key 1 is not an option name"),
+    ({"ha": {"peers": {2: 1}}}, "settings:ha:peers key 2"),
+    ({"x": object()}, "settings:x is a object"),
+    ({"x": [1, {3}]}, "settings:x[1] is a set"),
+]
+
+
+@pytest.mark.parametrize("settings,message", BAD_SETTINGS)
+def test_plan_master_config_refuses_bad_settings_naming_them(conf_file, settings, message):
+    with pytest.raises(SaltInvocationError) as err:
+        ha_state.plan_master_config("ha.conf", conf_file, settings)
+    assert message in str(err.value)
+
+
+# --- plans against files on disk --------------------------------------------------
+
+
+def test_minion_failover_plan_shows_option_changes_then_none_once_written(conf_file):
+    options = ha_state.failover_options(MASTERS)
+    path = os.path.join(os.path.dirname(conf_file), "minion.d", "ha.conf")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("master: salt1.example.com\nmaster_alive_interval: 30\n")
+    plan = ha_state.plan_minion_failover("ha.conf", conf_file, options)
+    assert plan.changed
+    assert plan.changes["master"] == {"old": "salt1.example.com", "new": MASTERS}
+    assert plan.changes["master_alive_interval"] == {"old": 30, "new": 10}
+    assert plan.changes["master_type"] == {"old": None, "new": "failover"}
+    backups = ha_state.apply_plan(plan)
+    assert len(backups) == 1
+    with open(backups[0], encoding="utf-8") as handle:
+        assert handle.read() == "master: salt1.example.com\nmaster_alive_interval: 30\n"
+    again = ha_state.plan_minion_failover("ha.conf", conf_file, options)
+    assert (again.changed, again.changes) == (False, {})
+
+
+def test_minion_failover_plan_carries_lint_warnings_as_notes(conf_file):
+    options = ha_state.failover_options(MASTERS, retry_dns=5)
+    plan = ha_state.plan_minion_failover("ha.conf", conf_file, options)
+    assert any("retry_dns" in note and note.startswith("warning:") for note in plan.notes)
+
+
+def test_master_config_plan_names_changed_keys_not_values(conf_file):
+    first = ha_state.plan_master_config("ha.conf", conf_file, {"a_secret": "pw1", "worker_threads": 4})
+    ha_state.apply_plan(first)
+    second = ha_state.plan_master_config("ha.conf", conf_file, {"a_secret": "pw2", "timeout": 9})
+    assert second.changes["added"] == ["timeout"]
+    assert second.changes["changed"] == ["a_secret"]
+    assert second.changes["removed"] == ["worker_threads"]
+    assert "pw1" not in repr(second.changes) and "pw2" not in repr(second.changes)
+    assert any("a_secret" in note for note in second.notes)
+
+
+def test_master_config_equal_dicts_in_any_order_are_no_change(conf_file):
+    settings = {"worker_threads": 4, "file_roots": {"base": ["/srv/salt", "/srv/b"]}}
+    ha_state.apply_plan(ha_state.plan_master_config("ha.conf", conf_file, settings))
+    reordered = {"file_roots": {"base": ("/srv/salt", "/srv/b")}, "worker_threads": 4}
+    assert not ha_state.plan_master_config("ha.conf", conf_file, reordered).changed
+
+
+# --- key pairs ----------------------------------------------------------------------
+
+
+def test_keypair_mismatch_is_refused_with_both_fingerprints(keypairs, tmp_path):
+    (one_pem, one_pub), (_, two_pub) = keypairs
+    with pytest.raises(SaltInvocationError) as err:
+        ha_state.plan_master_keypair(str(tmp_path), one_pem, two_pub)
+    text = str(err.value)
+    assert ha_keys.fingerprint(two_pub) in text and ha_keys.fingerprint(one_pub) in text
+    assert "does not belong" in text
+    assert "PRIVATE" not in text and one_pem.splitlines()[1] not in text
+
+
+BAD_KEYS = [
+    ("not a key", None, "private_key is not an unencrypted PEM private key"),
+    ("", None, "private_key is empty"),
+    (None, "not a key", "private_key is empty"),
+]
+
+
+@pytest.mark.parametrize("private,public,message", BAD_KEYS)
+def test_bad_key_text_is_refused(tmp_path, private, public, message):
+    with pytest.raises(SaltInvocationError) as err:
+        ha_state.plan_master_keypair(str(tmp_path), private, public)
+    assert message in str(err.value)
+
+
+def test_bad_public_key_is_refused(keypairs, tmp_path):
+    with pytest.raises(SaltInvocationError, match="public_key is not a PEM public key"):
+        ha_state.plan_master_keypair(str(tmp_path), keypairs[0][0], "garbage")
+
+
+@pytest.mark.parametrize("name", ["relative/pki", "/does/not/exist", 7])
+def test_keypair_needs_an_existing_absolute_pki_dir(keypairs, name):
+    with pytest.raises(SaltInvocationError) as err:
+        ha_state.plan_master_keypair(name, keypairs[0][0])
+    assert repr(name) in str(err.value)
+
+
+def test_keypair_refuses_a_minion_pki_dir(keypairs, tmp_path):
+    (tmp_path / "minion.pem").write_text("x")
+    with pytest.raises(SaltInvocationError, match="minion's pki dir"):
+        ha_state.plan_master_keypair(str(tmp_path), keypairs[0][0])
+
+
+def test_keypair_plan_in_an_empty_dir_then_same_key_in_another_encoding(keypairs, tmp_path):
+    pem, pub = keypairs[0]
+    plan = ha_state.plan_master_keypair(str(tmp_path), pem)
+    assert plan.changes["master.pem"]["old"] is None
+    assert plan.changes["master.pem"]["new"] == ha_keys.fingerprint(pub)
+    ha_state.apply_plan(plan)
+    assert stat.S_IMODE(os.stat(tmp_path / "master.pem").st_mode) == 0o400
+    assert ha_keys.fingerprint_file(tmp_path / "master.pub") == ha_keys.fingerprint(pub)
+    assert not ha_state.plan_master_keypair(str(tmp_path), pem, pub).changed
+    pkcs8 = ha_keys.load_private_key(pem).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    assert b"BEGIN PRIVATE KEY" in pkcs8 and pkcs8.decode() != pem
+    assert not ha_state.plan_master_keypair(str(tmp_path), pkcs8.decode()).changed
+
+
+def test_keypair_target_outside_the_pki_dir_is_refused(keypairs, tmp_path):
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    (tmp_path / "outside.pem").write_text("x")
+    os.symlink(tmp_path / "outside.pem", pki / "master.pem")
+    with pytest.raises(SaltInvocationError, match="outside the pki dir"):
+        ha_state.plan_master_keypair(str(pki), keypairs[0][0])
+
+
+# --- restart planning ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cgroup,unit",
+    [
+        ("0::/system.slice/salt-minion.service\n", "salt-minion.service"),
+        ("1:name=systemd:/system.slice/salt-minion@edge.service/x\n", "salt-minion@edge.service"),
+        ("0::/user.slice/user-1000.slice/session-2.scope\n", None),
+        ("0::/system.slice/docker.service\n", None),
+        ("0::/\n", None),
+        ("", None),
+    ],
+)
+def test_systemd_unit_only_of_a_salt_minion_service(cgroup, unit):
+    assert ha_state.systemd_unit(cgroup) == unit
+
+
+def test_restart_plan_prefers_minion_restart_command_then_systemd_then_daemon_argv():
+    argv = ["/usr/bin/salt-minion", "-d", "-c", "/etc/salt"]
+    unit = "0::/system.slice/salt-minion.service\n"
+    by_command = ha_state.restart_plan(10, 1.5, argv, unit, ["/usr/bin/salt-minion", "-d"])
+    assert by_command["method"] == "minion_restart_command"
+    assert (by_command["stop_pid"], by_command["stop_created"]) == (10, 1.5)
+    by_systemd = ha_state.restart_plan(10, 1.5, argv, unit)
+    assert by_systemd["command"] == ["systemctl", "restart", "--no-block", "salt-minion.service"]
+    assert by_systemd["stop_pid"] is None
+    by_argv = ha_state.restart_plan(10, 1.5, argv, "0::/\n")
+    assert (by_argv["method"], by_argv["command"], by_argv["stop_pid"]) == (
+        "daemon command line", argv, 10,
+    )  # fmt: skip
+
+
+def test_restart_plan_refuses_a_foreground_minion_without_a_known_supervisor():
+    argv = ["/usr/bin/salt-minion", "-c", "/etc/salt", "--disable-keepalive"]
+    with pytest.raises(CommandExecutionError, match="cannot restart the salt-minion .pid 10. safely"):
+        ha_state.restart_plan(10, 1.5, argv, "0::/\n")
+
+
+def test_no_restart_plan_without_a_running_daemon(tmp_path):
+    assert ha_state.daemon_restart_plan(str(tmp_path / "missing.pid")) is None
+
+
+def test_restart_helper_waits_for_the_job_process_then_runs_the_command(tmp_path):
+    marker = tmp_path / "ran"
+    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        plan = {
+            "method": "minion_restart_command",
+            "command": ["/bin/sh", "-c", f"echo ran > {marker}"],
+            "stop_pid": None,
+            "stop_created": None,
+            "stop_seconds": 5,
+        }
+        ha_state.spawn_restart(plan, wait_pid=job.pid, wait_seconds=30, delay=0)
+        time.sleep(1.5)
+        assert not marker.exists()  # the job (the state's process) still runs
+    finally:
+        job.kill()
+        job.wait()
+    deadline = time.monotonic() + 10
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.read_text() == "ran\n"
+
+
+def test_restart_helper_never_stops_a_process_that_reused_the_pid(tmp_path):
+    marker = tmp_path / "ran"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        plan = ha_state.restart_plan(other.pid, 12345.0, ["salt-minion", "-d"], "", ["/bin/sh", "-c", f"touch {marker}"])
+        ha_state.spawn_restart(plan, wait_pid=None, wait_seconds=0, delay=0)
+        time.sleep(2)
+        assert other.poll() is None and not marker.exists()
+    finally:
+        other.kill()
+        other.wait()
