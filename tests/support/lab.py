@@ -210,15 +210,32 @@ class Lab:
         return factory
 
     def add_failover_minion(self, minion_id, accept_on=("a", "b"), alive_interval=2, overrides=None):
-        """Configure (not start) a failover minion; its key is accepted on ``accept_on``."""
+        """
+        Configure (not start) a failover minion whose key is already accepted on the
+        masters in ``accept_on`` (as in production, where keys are synced before a
+        master fails) and accepted there again if it shows up pending.
+        """
         first = self.masters["a"]
         options = minion_failover_overrides(self.ips, self.ports, alive_interval)
         options.update(overrides or {})
         factory = first.salt_minion_daemon(minion_id, overrides=options)
+        self.seed_minion_key(factory, accept_on)
         for name in accept_on:
             self.keys.allow(self.masters[name].id, minion_id)
         self.minions[minion_id] = factory
         return factory
+
+    def seed_minion_key(self, minion, accept_on):
+        """Give ``minion`` a key pair now and place its public key as accepted on ``accept_on``."""
+        pki_dir = pathlib.Path(minion.config["pki_dir"])
+        pki_dir.mkdir(parents=True, exist_ok=True)
+        if not (pki_dir / "minion.pem").exists():
+            salt.crypt.write_keys(str(pki_dir), "minion", 2048)
+        public = (pki_dir / "minion.pub").read_bytes()
+        for name in accept_on:
+            accepted = pathlib.Path(self.masters[name].config["pki_dir"]) / "minions"
+            accepted.mkdir(parents=True, exist_ok=True)
+            (accepted / minion.id).write_bytes(public)
 
 
 class StandaloneFactories:

@@ -1,0 +1,94 @@
+"""
+Shared bench plumbing: import paths, quiet logging, temp roots, signals, figures.
+
+Benches run as plain scripts (``python bench/probe.py`` from the repo root): this
+module puts the repo root (for ``tests.support.lab``) and ``_utils`` (for the
+``ha_*`` helpers, as Salt's loader makes them importable) on ``sys.path``.
+"""
+
+import contextlib
+import logging
+import os
+import pathlib
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+UTILS_DIR = REPO_ROOT / "_utils"
+for _path in (str(REPO_ROOT), str(UTILS_DIR)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+log = logging.getLogger("bench")
+
+
+def quiet_logging(level=logging.WARNING):
+    """
+    Drop the handlers Salt installs at import (they write to streams salt-factories
+    closes, which prints "Logging error" tracebacks); log this process's warnings to
+    stderr. The daemons' records, which salt-factories' log server replays into this
+    process's loggers, stay in the daemons' own log files.
+    """
+    import salt._logging.impl  # pylint: disable=import-outside-toplevel
+
+    salt._logging.impl.shutdown_temp_handler()
+    for handler in logging.root.handlers[:]:
+        logging.root.removeHandler(handler)
+        handler.close()
+    handler = logging.StreamHandler()
+    handler.setLevel(level)
+    handler.addFilter(lambda record: record.process == os.getpid())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.root.addHandler(handler)
+    logging.root.setLevel(level)
+    # Salt logs every expected failure of a bench (timed-out requests, failed DNS) at
+    # ERROR: keep them out of the figures.
+    logging.getLogger("salt").setLevel(logging.CRITICAL)
+    # FactoriesManager logs its own repr at WARNING when it is created.
+    logging.getLogger("saltfactories.manager").setLevel(logging.ERROR)
+
+
+def raise_on_sigterm():
+    """Turn SIGTERM into SystemExit so ``finally`` blocks stop the daemons (Ctrl-C already does)."""
+
+    def handler(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@contextlib.contextmanager
+def temp_root(prefix):
+    """A ``tempfile.mkdtemp`` directory, removed on exit (also on Ctrl-C)."""
+    root = pathlib.Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def spread(values):
+    """``(median, min, max)`` of a non-empty list of numbers, else ``(None, None, None)``."""
+    if not values:
+        return None, None, None
+    return statistics.median(values), min(values), max(values)
+
+
+def fmt(value, unit="s", digits=2):
+    """A figure for a table: ``1.23 s``, or ``-`` when there is none."""
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f} {unit}".rstrip()
+
+
+def print_table(headers, rows):
+    """Print a plain fixed-width table."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    line = "  ".join(f"{{:<{width}}}" for width in widths)
+    print(line.format(*headers))
+    print(line.format(*("-" * width for width in widths)))
+    for row in rows:
+        print(line.format(*(str(cell) for cell in row)))
