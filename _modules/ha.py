@@ -12,6 +12,7 @@ Works inside the daemon (``salt <id> ha.status``), from ``salt-call`` and from
 """
 
 import logging
+import time
 
 import ha_connection
 import ha_endpoints
@@ -19,6 +20,9 @@ import ha_files
 import ha_lint
 import ha_probe
 import ha_report
+import ha_watch
+import psutil
+import salt.utils.event
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 log = logging.getLogger(__name__)
@@ -216,3 +220,129 @@ def metrics(path=None, timeout=2):
         except OSError as err:
             raise CommandExecutionError(f"cannot write metrics to {path!r}: {err}") from err
     return text
+
+
+def watch(config=None, state=None, connected=None, confirm=False, name=None):
+    """
+    One tick of the ``ha`` beacon: probe every master, compare with ``state``.
+
+    Returns ``{"state", "events", "heal"}``: the state to pass to the next call,
+    the transition events (``connected``, ``failover``, ``failback``, ``lost``,
+    ``degraded``, ``recovered``, ``flapping``; each with ``tag``, ``transition``,
+    ``from``, ``to``, ``up``, ``total``, ``down``, ``since``) and the master the
+    minion should leave because it stopped answering while another answers
+    (``heal``, else None). Without ``state`` it is the first tick: ``connected``
+    fires, and ``degraded``/``lost`` when a master is already down.
+
+    config
+        The beacon's configuration (list of one-key dicts or a dict):
+        ``timeout``, ``hang_ticks``, ``failover_on_hang``, ``flap_count``,
+        ``flap_window``; see the beacon's documentation.
+
+    state
+        The ``state`` a previous call returned.
+
+    connected
+        The master the minion daemon is connected to (the beacon passes the
+        daemon's live ``master`` option; ``""`` for none). Default: read from the
+        daemon's sockets, as ``ha.status`` does.
+
+    confirm
+        With ``connected``, from inside the daemon (the beacon): count a change
+        of master only once this process has an ESTABLISHED connection to the
+        new master's publish port (Salt sets ``master`` to each candidate while
+        it is still signing in), or once Salt kept it for 3 ticks. Default False.
+
+    name
+        Keep the state under this name for the life of the process too (the
+        beacon passes its name): a call without ``state`` continues from it.
+        Salt re-creates the beacon module on every pillar or module refresh.
+
+    ``heal`` is only ever the master given in ``connected``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call ha.watch
+        salt-call ha.watch config='{"timeout": 1}'
+    """
+    try:
+        settings = ha_watch.settings_from(config or [])
+    except ValueError as err:
+        raise SaltInvocationError(str(err)) from err
+    endpoints = _endpoints()
+    masters = ha_watch.tick_probe(endpoints, settings["timeout"], __opts__.get("transport", "zeromq"))
+    if connected is None:
+        connected = ha_connection.mark_connected(masters, __opts__.get("pidfile"))
+    if state is None and name is not None:
+        state = ha_watch.STATES.get(name)
+    remotes = (lambda: ha_connection.established_remotes([psutil.Process()])) if confirm else None
+    state, events, heal = ha_watch.tick(
+        state,
+        masters,
+        ha_watch.configured_entry(connected, endpoints),
+        endpoints[0].master,
+        time.time(),
+        settings,
+        remotes,
+    )
+    if name is not None:
+        ha_watch.STATES[name] = state
+    return {"state": state, "events": events, "heal": heal}
+
+
+def validate_beacon(config):
+    """
+    Check a configuration of the ``ha`` beacon.
+
+    Returns ``{"valid": bool, "message": str}``; the message names the bad
+    option and value.
+
+    config
+        The beacon configuration: a list of one-key dicts, as under
+        ``beacons: {ha: [...]}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call ha.validate_beacon '[{"interval": 5}, {"timeout": 2}]'
+    """
+    valid, message = ha_watch.validate(config)
+    return {"valid": valid, "message": message}
+
+
+def leave_master(master=None):
+    """
+    Make the running minion daemon leave ``master`` for the next master in its
+    failover list, as Salt does when the connection closes: fires
+    ``__master_disconnected`` with ``{"master": master}`` on the minion's event
+    bus. The daemon ignores it unless ``master`` is its current master; use it
+    for a master that hangs (keeps its TCP connection but does not answer),
+    which Salt never leaves by itself.
+
+    master
+        The daemon's current master, as its ``master`` option holds it (the host
+        of a ``host:port`` entry). Default: the master the daemon's sockets are
+        connected to.
+
+    Returns ``{"master": master, "fired": bool}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call ha.leave_master
+        salt-call ha.leave_master 10.0.0.1
+    """
+    if master is None:
+        masters = ha_probe.probe_endpoints(_endpoints(), 1, __opts__.get("transport", "zeromq"))
+        connected = ha_connection.mark_connected(masters, __opts__.get("pidfile"))
+        if connected is None:
+            raise CommandExecutionError("no running salt-minion daemon is connected to a configured master")
+        master = ha_endpoints.endpoint_for(connected, __opts__).host
+    with salt.utils.event.get_event("minion", opts=__opts__, listen=False) as event:
+        fired = bool(event.fire_event({"master": master}, "__master_disconnected"))
+    log.warning("salt-ha: asked the minion to leave master %s (fired: %s)", master, fired)
+    return {"master": master, "fired": fired}

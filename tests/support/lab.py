@@ -316,6 +316,18 @@ def two_master_lab(factories, root, minion_id, alive_interval=2, minion_override
     return lab
 
 
+def answers_through(master, minion_id, seconds, timeout=3):
+    """Bounded: ``test.ping`` through ``master`` until the minion answers; seconds taken or None."""
+    started = time.monotonic()
+    cli = master.salt_cli(timeout=timeout + 5)
+    while time.monotonic() - started < seconds:
+        ret = cli.run("test.ping", minion_tgt=minion_id, _timeout=timeout)
+        if ret.returncode == 0 and ret.data is True:
+            return time.monotonic() - started
+        time.sleep(0.3)
+    return None
+
+
 def daemons(lab):
     """A lab's daemons in start order: masters first."""
     return [*lab.masters.values(), *lab.minions.values()]
