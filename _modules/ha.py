@@ -48,11 +48,9 @@ def _probe_all(endpoints, timeout):
 
 
 def _lint_running(resolver):
-    # The daemon's view: defaults + the config files. A salt-call process has its
-    # own overrides on top (``-t``/``--timeout`` sets auth_timeout to 60), which the
-    # daemon never sees, so the written options are laid over __opts__ again.
+    # The daemon's view, also from a salt-call process (whose -t sets auth_timeout).
     written = ha_lint.written_options(__opts__.get("conf_file"))
-    opts = {**__opts__, **written}
+    opts = ha_lint.daemon_options(__opts__, written)
     return ha_lint.lint_options(opts, written_keys=set(written), resolver=resolver)
 
 

@@ -948,6 +948,21 @@ def written_options(conf_file):
     return written
 
 
+# Options a salt-call process overrides from its own command line (``-t``/``--timeout``
+# defaults to 60 and lands in auth_timeout); the daemon never sees those values.
+SALT_CALL_CLI_OPTIONS = ("auth_timeout",)
+
+
+def daemon_options(opts, written):
+    """
+    The running daemon's options as seen from any process: ``opts`` with the
+    options a salt-call command line overrides put back to Salt's defaults, then
+    what the operator wrote (config file and ``minion.d``) on top.
+    """
+    reset = {key: salt.config.DEFAULT_MINION_OPTS[key] for key in SALT_CALL_CLI_OPTIONS}
+    return {**opts, **reset, **written}
+
+
 def written_option_keys(conf_file):
     """Option names written for a running minion (see :func:`written_options`)."""
     return set(written_options(conf_file))

@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """
-``make demo``: a two-master failover lab on loopback, start to finish.
+``make demo``: the salt-ha story on real daemons on loopback, start to finish.
 
-Starts masters A (127.0.0.1) and B (127.0.0.2) sharing one master key pair and a
-failover minion, prints ``salt-call ha.status`` and ``ha.lint``, SIGKILLs master A,
-measures how long until the minion answers ``test.ping`` through B, prints
-``ha.status``, ``ha.check`` and ``ha.metrics`` again, and stops every process it
-started (also on Ctrl-C or an error). Everything lives in a temporary directory.
+Masters A (127.0.0.1) and B (127.0.0.2) share one master key pair; a minion starts
+configured for A only. A highstate from A (the shipped examples: ``ha.minion_failover``
+from pillar, the ``ha`` beacon from pillar) gives it its failover setup; it restarts.
+Then master A is SIGKILLed: the beacon's ``failover`` event shows up on B's bus and the
+minion answers through B; ``ha.status``, ``ha.check`` and ``ha.metrics`` tell the truth.
+A comes back: the minion fails back and the beacon says so. Every process the demo
+started is stopped at the end, also on Ctrl-C or an error; everything lives in a
+temporary directory.
 """
 
 import logging
@@ -21,10 +24,11 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from tests.support import lab as lablib  # noqa: E402  pylint: disable=wrong-import-position
+from tests.support import state_lab  # noqa: E402  pylint: disable=wrong-import-position
 
 MINION_ID = "demo-minion"
 PROBE_TIMEOUT = 2
-FAILOVER_GIVE_UP = 30
+EVENT_GIVE_UP = 30
 
 
 def say(text=""):
@@ -84,43 +88,87 @@ def show_metrics(minion):
             say(line)
 
 
+def show_highstate(master, minion):
+    ret = master.salt_cli(timeout=120).run("state.highstate", minion_tgt=minion.id)
+    for result in state_lab.state_results(ret.data):
+        say(f"{result['__id__']}: result={result['result']}")
+        say(f"  changes: {sorted(result['changes'])}")
+        say(f"  comment: {result['comment']}")
+
+
 def ping_through(master, minion_id):
-    ret = master.salt_cli(timeout=30).run("test.ping", minion_tgt=minion_id, _timeout=10)
-    return ret.returncode == 0 and ret.data is True
+    return lablib.answers_through(master, minion_id, seconds=10, timeout=5) is not None
 
 
-def wait_for_start_event(event_listener, master, minion_id, after):
-    """Bounded: seconds from ``after`` (wall clock) until the minion's start event is on ``master``'s bus."""
-    matched = event_listener.wait_for_events(
-        [(master.id, f"salt/minion/{minion_id}/start")], after_time=after, timeout=FAILOVER_GIVE_UP
-    )
-    if not matched.found_all_events:
-        return None
-    event = next(iter(matched.matches))
-    return event.stamp.timestamp() - after
+def wait_for_event(event_listener, master, tag, after):
+    """Bounded: the first ``tag`` event on ``master``'s bus after wall-clock ``after``, or None."""
+    matched = event_listener.wait_for_events([(master.id, tag)], after_time=after, timeout=EVENT_GIVE_UP)
+    events = sorted(matched.matches, key=lambda event: event.stamp)
+    return events[0] if events else None
+
+
+def show_event(event, after, what):
+    if event is None:
+        say(f"no {what} within {EVENT_GIVE_UP} s")
+        return
+    data = {key: value for key, value in event.data.items() if not key.startswith("_")}
+    say(f"{event.tag}  (+{event.stamp.timestamp() - after:.2f} s)")
+    say(f"  {data}")
+
+
+def build_lab(manager, root):
+    """Masters A (serving the examples) and B; a minion configured for A only."""
+    lab = lablib.Lab(manager, root)
+    pillar = state_lab.pillar_root(root / "pillar", demo_pillar(lab))
+    lab.add_master("a", lablib.LOOPBACK_A, overrides=state_lab.example_roots(pillar))
+    lab.add_master("b", lablib.LOOPBACK_B)
+    # Salt counts a beacon's interval in loop_intervals; salt-factories sets 0.05.
+    state_lab.add_single_master_minion(lab, MINION_ID, overrides={"loop_interval": 1})
+    return lab
+
+
+def demo_pillar(lab):
+    return {
+        "ha": {
+            "minion": {
+                "masters": list(lab.ips),
+                "alive_interval": 2,
+                "failback": True,
+                "failback_interval": 5,
+                "restart": False,  # salt-factories runs the minion without a supervisor
+            }
+        },
+        "beacons": {"ha": [{"interval": 1}, {"timeout": 0.7}]},
+    }
 
 
 def run_story(lab, event_listener):
     minion = lab.minions[MINION_ID]
     master_a, master_b = lab.masters["a"], lab.masters["b"]
     heading(f"Lab: A={lablib.LOOPBACK_A} B={lablib.LOOPBACK_B} ports publish/ret={lab.ports}")
-    say(f"minion {MINION_ID}: master: [{lablib.LOOPBACK_A}, {lablib.LOOPBACK_B}], master_type: failover")
+    say(f"minion {MINION_ID} starts with master: {lablib.LOOPBACK_A} (one master, no failover)")
+    heading("salt-call ha.lint (before)")
+    show_lint(minion)
 
+    heading("salt '*' state.highstate from A: examples/salt/ha/minion.sls + pillar")
+    show_highstate(master_a, minion)
+    heading("restarting the minion (the drop-in and the beacon take effect)")
+    minion.terminate()
+    minion.start()
+    say(f"test.ping through A: {ping_through(master_a, MINION_ID)}")
     heading("salt-call ha.status")
     show_status(minion)
-    heading("salt-call ha.lint")
+    heading("salt-call ha.lint (after)")
     show_lint(minion)
 
     heading("SIGKILL master A")
     killed_at = time.time()
     lablib.kill(master_a)
-    elapsed = wait_for_start_event(event_listener, master_b, MINION_ID, killed_at)
-    if elapsed is None:
-        say(f"no salt/minion/{MINION_ID}/start on B within {FAILOVER_GIVE_UP} s")
-    else:
-        say(f"salt/minion/{MINION_ID}/start on B's event bus {elapsed:.2f} s after A was killed")
-    answered = ping_through(master_b, MINION_ID)
-    say(f"test.ping through B: {'True' if answered else 'no answer'}")
+    show_event(wait_for_event(event_listener, master_b, f"salt/minion/{MINION_ID}/start", killed_at),
+               killed_at, "minion start event on B")
+    show_event(wait_for_event(event_listener, master_b, f"salt/beacon/{MINION_ID}/ha/failover", killed_at),
+               killed_at, "beacon failover event on B")
+    say(f"test.ping through B: {ping_through(master_b, MINION_ID)}")
 
     heading("salt-call ha.status (after failover)")
     show_status(minion, local=True)
@@ -128,6 +176,13 @@ def run_story(lab, event_listener):
     show_check(minion)
     heading("salt-call ha.metrics")
     show_metrics(minion)
+
+    heading("master A comes back (master_failback: True)")
+    back_at = time.time()
+    master_a.start()
+    show_event(wait_for_event(event_listener, master_a, f"salt/beacon/{MINION_ID}/ha/failback", back_at),
+               back_at, "beacon failback event on A")
+    say(f"test.ping through A: {ping_through(master_a, MINION_ID)}")
 
 
 def raise_keyboard_interrupt(signum, frame):  # noqa: ARG001
@@ -151,7 +206,7 @@ def main():
     started = time.monotonic()
     try:
         with lablib.StandaloneFactories(root / "factories", log_level="critical") as factories:
-            lab = lablib.two_master_lab(factories.manager, root / "lab", MINION_ID)
+            lab = build_lab(factories.manager, root / "lab")
             with lablib.RunningDaemons(lablib.daemons(lab)):
                 run_story(lab, factories.event_listener)
                 heading("stopping every daemon the demo started")

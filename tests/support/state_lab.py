@@ -8,7 +8,6 @@ that overrides only what the lab must (loopback masters, no self-restart).
 
 import pathlib
 import shutil
-import time
 
 import yaml
 
@@ -38,13 +37,13 @@ def example_roots(pillar_folder):
     }
 
 
-def add_single_master_minion(lab, minion_id, accept_on=("a", "b")):
+def add_single_master_minion(lab, minion_id, accept_on=("a", "b"), overrides=None):
     """A minion configured for master A only (plain ``master: <A>``), not started."""
     publish, ret = lab.ports
-    factory = lab.masters["a"].salt_minion_daemon(
-        minion_id,
-        overrides={"master": lablib.LOOPBACK_A, "master_port": ret, "publish_port": publish},
-    )
+    options = {"master": lablib.LOOPBACK_A, "master_port": ret, "publish_port": publish}
+    options.update(overrides or {})
+    factory = lab.masters["a"].salt_minion_daemon(minion_id, overrides=options)
+    lab.seed_minion_key(factory, accept_on)
     for name in accept_on:
         lab.keys.allow(lab.masters[name].id, minion_id)
     lab.minions[minion_id] = factory
@@ -60,15 +59,3 @@ def state_results(data):
     """The state returns of a ``state.apply``/``state.sls`` return, in run order."""
     assert isinstance(data, dict), data
     return sorted(data.values(), key=lambda item: item.get("__run_num__", 0))
-
-
-def wait_for_ping(master, minion_id, seconds):
-    """Bounded: ``test.ping`` from ``master`` until the minion answers; True when it did."""
-    deadline = time.monotonic() + seconds
-    cli = master.salt_cli(timeout=10)
-    while time.monotonic() < deadline:
-        ret = cli.run("test.ping", minion_tgt=minion_id, _timeout=4)
-        if ret.returncode == 0 and ret.data is True:
-            return True
-        time.sleep(0.5)
-    return False

@@ -313,3 +313,11 @@ def test_written_option_keys_reads_minion_d(tmp_path):
 
 def test_written_option_keys_missing_files(tmp_path):
     assert ha_lint.written_option_keys(str(tmp_path / "minion")) == set()
+
+
+def test_daemon_options_drop_salt_call_cli_overrides():
+    salt_call_opts = {"auth_timeout": 60, "master": "a", "id": "m"}
+    merged = ha_lint.daemon_options(salt_call_opts, {"master": ["a", "b"]})
+    assert merged["auth_timeout"] == salt.config.DEFAULT_MINION_OPTS["auth_timeout"]
+    assert merged["master"] == ["a", "b"]
+    assert ha_lint.daemon_options(salt_call_opts, {"auth_timeout": 30})["auth_timeout"] == 30
