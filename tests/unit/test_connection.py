@@ -122,10 +122,10 @@ def dead_pid(spawn):
 @pytest.mark.parametrize(
     "address,normal",
     [
-        ("10.0.0.1", "10.0.0.1"),
-        ("::ffff:10.0.0.1", "10.0.0.1"),
+        ("127.10.0.1", "127.10.0.1"),
+        ("::ffff:127.10.0.1", "127.10.0.1"),
         ("::FFFF:127.0.0.1", "127.0.0.1"),
-        ("::ffff:a00:1", "10.0.0.1"),
+        ("::ffff:7f0a:1", "127.10.0.1"),
         ("2001:DB8:0:0::1", "2001:db8::1"),
         ("::1", "::1"),
         ("fe80::1%eth0", "fe80::1"),
@@ -133,7 +133,7 @@ def dead_pid(spawn):
         ("garbage", "garbage"),
         ("m1.example.com", "m1.example.com"),
         ("", ""),
-        ("10.0.0.256", "10.0.0.256"),
+        ("127.10.0.256", "127.10.0.256"),
     ],
 )
 def test_normalize_ip(address, normal):
@@ -146,15 +146,15 @@ def test_normalize_ip(address, normal):
 @pytest.mark.parametrize(
     "addresses,remotes,connected",
     [
-        (["10.0.0.1"], {("10.0.0.1", 4506)}, True),
-        (["10.0.0.1"], {("10.0.0.1", 4505)}, True),
-        (["10.0.0.1"], {("10.0.0.1", 4507)}, False),  # same IP, other port
-        (["10.0.0.1"], {("10.0.0.2", 4506)}, False),  # same port, other IP
-        (["10.0.0.1"], {("10.0.0.1", 22), ("10.0.0.2", 4506)}, False),
-        (["10.0.0.1"], set(), False),
-        ([], {("10.0.0.1", 4506)}, False),
-        (["10.0.0.2", "10.0.0.1"], {("10.0.0.1", 4506)}, True),
-        (["::ffff:10.0.0.1"], {("10.0.0.1", 4506)}, True),
+        (["127.10.0.1"], {("127.10.0.1", 4506)}, True),
+        (["127.10.0.1"], {("127.10.0.1", 4505)}, True),
+        (["127.10.0.1"], {("127.10.0.1", 4507)}, False),  # same IP, other port
+        (["127.10.0.1"], {("127.10.0.2", 4506)}, False),  # same port, other IP
+        (["127.10.0.1"], {("127.10.0.1", 22), ("127.10.0.2", 4506)}, False),
+        (["127.10.0.1"], set(), False),
+        ([], {("127.10.0.1", 4506)}, False),
+        (["127.10.0.2", "127.10.0.1"], {("127.10.0.1", 4506)}, True),
+        (["::ffff:127.10.0.1"], {("127.10.0.1", 4506)}, True),
         (["2001:DB8::1"], {("2001:db8::1", 4505)}, True),
         (["fe80::1%eth0"], {("fe80::1", 4506)}, True),
     ],
@@ -200,7 +200,7 @@ def test_mark_connected(tmp_path, connected_child, tcp_server):
     pidfile = write_pidfile(tmp_path, connected_child.pid)
     entries = [
         master("same-ip-other-ports", tcp_server + 1, tcp_server + 2),
-        master("other-ip", tcp_server, addresses=["10.0.0.1"]),
+        master("other-ip", tcp_server, addresses=["127.10.0.1"]),
         master("target", tcp_server),
         master("v4-mapped", tcp_server, addresses=["::ffff:127.0.0.1"]),
         master("via-publish-port", tcp_server + 1, tcp_server),

@@ -17,8 +17,8 @@ ENTRY_CASES = [
     ("m1.example.com", "m1.example.com", None),
     ("m1.example.com:4510", "m1.example.com", 4510),
     ("  m1:4510  ", "m1", 4510),
-    ("10.0.0.1", "10.0.0.1", None),
-    ("10.0.0.1:4510", "10.0.0.1", 4510),
+    ("127.10.0.1", "127.10.0.1", None),
+    ("127.10.0.1:4510", "127.10.0.1", 4510),
     ("m1:1", "m1", 1),
     ("m1:65535", "m1", 65535),
     ("[::1]:4510", "::1", 4510),
@@ -264,6 +264,6 @@ def test_endpoint_for_bad_input(master, opts, match):
         ha_endpoints.endpoint_for(master, opts)
 
 
-@pytest.mark.parametrize("host,is_ip", [("m1", False), ("10.0.0.1", True), ("::1", True), ("m1.example.com", False)])
+@pytest.mark.parametrize("host,is_ip", [("m1", False), ("127.10.0.1", True), ("::1", True), ("m1.example.com", False)])
 def test_is_ip(host, is_ip):
     assert MasterEndpoint(master=host, host=host, ret_port=4506, publish_port=4505).is_ip is is_ip

@@ -17,7 +17,7 @@ GOOD = {
     "master_alive_interval": 10,
     "retry_dns": 0,
 }
-FAKE_DNS = {M1: ["10.0.0.1"], M2: ["10.0.0.2"], M3: ["10.0.0.3"], "twin.example.com": ["10.0.0.1"]}
+FAKE_DNS = {M1: ["127.10.0.1"], M2: ["127.10.0.2"], M3: ["127.10.0.3"], "twin.example.com": ["127.10.0.1"]}
 
 
 def fake_resolver(hosts):
@@ -106,8 +106,8 @@ RULE_CASES = [
     ("tcp transport", {"transport": "tcp"}, "warning", "transport", ["transport is tcp", "master_alive_interval (10)"], "transport: zeromq"),
     # rule 13: DNS
     ("unresolvable name", {"master": [M1, "nowhere.example.com"]}, "error", "master", ["'nowhere.example.com'", "does not resolve"], "nowhere.example.com"),
-    ("names on one address", {"master": [M1, "twin.example.com"]}, "warning", "master", ["10.0.0.1", "twin.example.com"], "own address"),
-    ("name and ip on one address", {"master": [M1, "10.0.0.1"]}, "warning", "master", ["10.0.0.1", M1], "own address"),
+    ("names on one address", {"master": [M1, "twin.example.com"]}, "warning", "master", ["127.10.0.1", "twin.example.com"], "own address"),
+    ("name and ip on one address", {"master": [M1, "127.10.0.1"]}, "warning", "master", ["127.10.0.1", M1], "own address"),
     # rule 15: random_master, master_shuffle
     ("random_master", {"random_master": True}, "info", "random_master", ["random_master is True", "+auth_timeout 5 s"], "random_master: False"),
     ("master_shuffle", {"master_shuffle": True}, "warning", "master_shuffle", ["deprecated"], "random_master: True"),
@@ -140,7 +140,7 @@ QUIET_CASES = [
     ("beacons key", {"beacons": {"ha": []}}, "beacons"),
     ("mine_functions key", {"mine_functions": {}}, "mine_functions"),
     ("dunder key", {"__role": "minion"}, "__role"),
-    ("ip_only with ips", {"master_uri_format": "ip_only", "master": ["10.0.0.1", "10.0.0.2"]}, "master_uri_format"),
+    ("ip_only with ips", {"master_uri_format": "ip_only", "master": ["127.10.0.1", "127.10.0.2"]}, "master_uri_format"),
     ("single master str", {"master": M1, "master_type": None}, "master_type"),
 ]  # fmt: skip
 
@@ -180,7 +180,7 @@ def test_running_minion_opts_use_master_list_and_skip_typo_rule_without_written_
     opts = dict(salt.config.DEFAULT_MINION_OPTS)
     opts.update(GOOD)
     opts.update({"__role": "minion", "master": M2, "master_list": [M1, M2], "local_masters": [M2, M1]})
-    opts.update({"master_uri": "tcp://10.0.0.2:4506", "master_ip": "10.0.0.2", "conf_file": "/x"})
+    opts.update({"master_uri": "tcp://127.10.0.2:4506", "master_ip": "127.10.0.2", "conf_file": "/x"})
     assert [f["severity"] for f in lint(opts)] == ["info"]
     assert [f["severity"] for f in lint(opts, written_keys=list(GOOD))] == ["info"]
 
@@ -192,7 +192,7 @@ def test_resolver_gets_names_only_and_is_optional():
         asked.append(list(hosts))
         return fake_resolver(hosts)
 
-    lint(config(master=["10.0.0.9", M1, "nowhere.example.com"]), resolver=resolver)
+    lint(config(master=["127.10.0.9", M1, "nowhere.example.com"]), resolver=resolver)
     assert asked == [[M1, "nowhere.example.com"]]
     findings = ha_lint.lint_options(config(master=[M1, "nowhere.example.com"]))
     assert not [f for f in findings if "does not resolve" in f["message"]]

@@ -21,7 +21,7 @@ def entry(master, up=True, latency_ms=5.0, connected=False, error=None):
         "host": master,
         "ret_port": 4506,
         "publish_port": 4505,
-        "addresses": ["10.0.0.1"] if up else [],
+        "addresses": ["127.10.0.1"] if up else [],
         "up": up,
         "latency_ms": latency_ms,
         "error": error,

@@ -108,7 +108,7 @@ def test_failover_options_refuse_bad_input_naming_it(bad, message):
 
 LINT_ERRORS = [
     (["salt1", "SALT1"], "duplicates 'salt1'"),
-    (["10.0.0.1:4506", "10.0.0.1:4606"], "shared by several entries"),
+    (["127.10.0.1:4506", "127.10.0.1:4606"], "shared by several entries"),
     (["salt1", "bad host"], "cannot be used"),
 ]
 

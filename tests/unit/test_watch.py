@@ -4,7 +4,7 @@ import pytest
 
 import ha_watch
 
-A, B, C = "10.0.0.1", "10.0.0.2", "10.0.0.3"
+A, B, C = "127.10.0.1", "127.10.0.2", "127.10.0.3"
 SETTINGS = ha_watch.settings_from([{"timeout": 1}, {"hang_ticks": 3}, {"flap_count": 4}, {"flap_window": 60}])
 
 
@@ -347,11 +347,11 @@ class Endpoint:
     "connected, expected",
     [
         (None, None), ("", None), (["a", "b"], None),  # not signed in: the option is still the list
-        ("m1", "m1"), ("10.0.0.9", "m2:4510"), ("m2:4510", "m2:4510"), ("other", "other"),
+        ("m1", "m1"), ("127.10.0.9", "m2:4510"), ("m2:4510", "m2:4510"), ("other", "other"),
     ],
 )
 def test_configured_entry(connected, expected):
-    endpoints = [Endpoint("m1", "m1"), Endpoint("m2:4510", "10.0.0.9")]
+    endpoints = [Endpoint("m1", "m1"), Endpoint("m2:4510", "127.10.0.9")]
     assert ha_watch.configured_entry(connected, endpoints) == expected
 
 

@@ -1,0 +1,171 @@
+"""Peer client against a fake salt-api on 127.0.0.1; config validation; password masking."""
+
+import http.server
+import json
+import logging
+import threading
+
+import pytest
+from salt.exceptions import SaltInvocationError
+
+import ha_peers
+
+PASSWORD = "s3cr3t-Pa55word"
+TOKEN = "tok-123456789"
+
+
+class FakeApi(http.server.BaseHTTPRequestHandler):
+    """A salt-api stand-in: behaviour chosen by ``server.mode``; requests recorded."""
+
+    def do_POST(self):  # noqa: N802 (http.server API)
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"null")
+        self.server.requests.append({"path": self.path, "body": body, "token": self.headers.get("X-Auth-Token")})
+        mode = self.server.mode
+        if self.path == "/login":
+            if mode == "echo-password-error":
+                return self._send(500, f"auth backend said: bad password {body['password']}".encode())
+            if body.get("password") != PASSWORD:
+                return self._send(401, b"{}")
+            return self._json({"return": [{"token": TOKEN, "eauth": body["eauth"]}]})
+        if self.headers.get("X-Auth-Token") != TOKEN or mode == "expired-once" and self.server.expire():
+            return self._send(401, b"{}")
+        if mode == "html":
+            return self._send(200, b"<html>not json</html>")
+        low = body[0]
+        if low["client"] == "wheel":
+            return self._json({"return": [{"tag": "salt/wheel/1", "data": {"return": {"fun": low["fun"]}}}]})
+        return self._json({"return": [{"fun": low["fun"], "kwargs": {k: v for k, v in low.items() if k not in ("client", "fun")}}]})
+
+    def _json(self, data):
+        self._send(200, json.dumps(data).encode(), "application/json")
+
+    def _send(self, code, data, ctype="text/plain"):
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def fake_api():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeApi)
+    server.requests, server.mode = [], "ok"
+    expired = []
+    server.expire = lambda: not expired and not expired.append(True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def peer(server, **changes):
+    entry = {
+        "url": f"http://127.0.0.1:{server.server_address[1]}/",
+        "eauth": "sharedsecret",
+        "username": "ha-sync",
+        "password": PASSWORD,
+        "timeout": 2,
+        **changes,
+    }
+    return ha_peers.peer_config("peer1", entry)
+
+
+def test_login_once_then_runner_and_wheel_with_the_token(fake_api):
+    with ha_peers.PeerClient(peer(fake_api)) as client:
+        assert client.runner("ha.local_inventory", keys=True) == {"fun": "ha.local_inventory", "kwargs": {"keys": True}}
+        assert client.wheel("key.list_all") == {"fun": "key.list_all"}
+    paths = [request["path"] for request in fake_api.requests]
+    assert paths == ["/login", "/", "/"]
+    assert fake_api.requests[0]["body"] == {"username": "ha-sync", "password": PASSWORD, "eauth": "sharedsecret"}
+    assert all(request["token"] == TOKEN for request in fake_api.requests[1:])
+
+
+def test_expired_token_signs_in_again_once(fake_api):
+    fake_api.mode = "expired-once"
+    with ha_peers.PeerClient(peer(fake_api)) as client:
+        assert client.runner("ha.local_inventory")["fun"] == "ha.local_inventory"
+    assert [request["path"] for request in fake_api.requests] == ["/login", "/", "/login", "/"]
+
+
+def test_wrong_password_is_refused_without_quoting_it(fake_api):
+    with pytest.raises(ha_peers.PeerError, match="login refused") as err:
+        ha_peers.PeerClient(peer(fake_api, password="wrong-password")).login()
+    assert "wrong-password" not in str(err.value)
+
+
+def test_password_echoed_by_the_peer_is_masked_everywhere(fake_api, caplog):
+    fake_api.mode = "echo-password-error"
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(ha_peers.PeerError) as err:
+        ha_peers.PeerClient(peer(fake_api)).login()
+    assert PASSWORD not in str(err.value) and ha_peers.MASK in str(err.value)
+    assert PASSWORD not in str(err.value.__cause__)
+    assert PASSWORD not in caplog.text
+    assert PASSWORD not in repr(peer(fake_api)) and PASSWORD not in str(peer(fake_api).public())
+
+
+def test_garbage_answer_is_an_error(fake_api):
+    fake_api.mode = "html"
+    with pytest.raises(ha_peers.PeerError, match="not JSON"):
+        ha_peers.PeerClient(peer(fake_api)).runner("ha.local_inventory")
+
+
+def test_unreachable_peer_is_an_error_within_the_timeout():
+    entry = {"url": "http://127.0.0.1:9", "username": "u", "password": PASSWORD, "timeout": 1}
+    with pytest.raises(ha_peers.PeerError, match="unreachable"):
+        ha_peers.PeerClient(ha_peers.peer_config("dead", entry)).login()
+
+
+def test_verify_false_is_warned_about(fake_api, caplog):
+    with caplog.at_level(logging.WARNING):
+        ha_peers.PeerClient(peer(fake_api, verify=False)).close()
+    assert "TLS verification is off for peer peer1" in caplog.text
+
+
+def test_missing_ca_bundle_is_an_error(fake_api, tmp_path):
+    with pytest.raises(ha_peers.PeerError, match="does not exist"):
+        ha_peers.PeerClient(peer(fake_api, verify=str(tmp_path / "nope.crt")))
+
+
+def test_defaults_and_sdb_resolution():
+    config = ha_peers.peer_config(
+        "m2", {"url": "https://m2:8000", "username": "u", "password": "sdb://vault/pw"},
+        resolve_secret=lambda uri: "resolved" if uri == "sdb://vault/pw" else uri,
+    )
+    assert (config.password, config.verify, config.timeout, config.eauth) == ("resolved", True, 10, "pam")
+    assert ha_peers.peers_from_opts({}) == []
+    assert [p.name for p in ha_peers.peers_from_opts({"ha": {"peers": {"z": {"url": "http://z", "username": "u", "password": "p"}, "a": {"url": "http://a", "username": "u", "password": "p"}}}})] == ["a", "z"]
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"url": "ftp://x"}, "not an http"),
+        ({"url": None}, "not an http"),
+        ({"username": ""}, "username"),
+        ({"password": None}, "password"),
+        ({"password": "sdb://unresolved/x"}, "did not resolve"),
+        ({"verify": "false"}, "is a string"),
+        ({"verify": 0}, "neither"),
+        ({"timeout": 0}, "out of range"),
+        ({"timeout": "soon"}, "not a number"),
+        ({"timeout": True}, "not a number"),
+        ({"eauth": ""}, "eauth"),
+    ],
+)
+def test_bad_peer_config_is_refused_naming_the_value(changes, message):
+    entry = {"url": "https://m2:8000", "username": "u", "password": PASSWORD, **changes}
+    with pytest.raises(SaltInvocationError, match=message) as err:
+        ha_peers.peer_config("m2", entry, resolve_secret=lambda uri: uri)
+    assert PASSWORD not in str(err.value)
+
+
+def test_mask_replaces_every_secret():
+    assert ha_peers.mask("a s3 b t0k s3", ("s3", "t0k", None, "")) == "a ***** b ***** *****"
