@@ -1,0 +1,297 @@
+"""
+What one master is (its inventory) and how masters differ (drift).
+
+:func:`master_inventory` collects, for this master: the HA-relevant effective
+options (secrets masked), the ``master.pub`` fingerprint, minion key fingerprints
+by state, file_roots/pillar_roots tree hashes per environment, gitfs remote
+revisions and versions. :func:`compare_inventories` turns several masters'
+inventories into a list of differences, each naming the masters and what differs;
+the list is empty when they agree.
+"""
+
+import collections.abc
+import hashlib
+import importlib.metadata
+import os
+import re
+
+import salt.version
+
+import ha_keys
+
+MASK = "*****"
+# Options that must agree on every master for failover to behave the same on each.
+HA_OPTIONS = (
+    "publish_port", "ret_port", "transport", "hash_type", "keysize", "keys.cache_driver",
+    "master_sign_pubkey", "master_use_pubkey_signature", "master_sign_key_name",
+    "master_pubkey_signature", "open_mode", "auto_accept", "autosign_grains_dir",
+    "fileserver_backend", "gitfs_remotes", "gitfs_base", "gitfs_saltenv", "ext_pillar",
+    "pillarenv", "pillar_source_merging_strategy", "state_top", "top_file_merging_strategy",
+    "env_order", "default_top", "file_ignore_regex", "file_ignore_glob", "cluster_id",
+)  # fmt: skip
+SECRET_KEY = re.compile(r"pass|secret|token|private|credential|api_?key", re.IGNORECASE)
+URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
+SKIP_DIRS = frozenset({".git", ".svn", ".hg", "__pycache__"})
+LISTED = 50  # differing items named per difference; the count says how many in all
+
+
+def mask_secrets(value):
+    """``value`` as plain dicts/lists, secret-named keys and URL credentials replaced by ``*****``."""
+    if isinstance(value, collections.abc.Mapping):  # also Salt's ImmutableDict
+        return {
+            key: (MASK if SECRET_KEY.search(str(key)) else mask_secrets(item))
+            for key, item in value.items()
+        }
+    if isinstance(value, str):
+        return URL_USERINFO.sub(rf"\g<scheme>{MASK}@", value)
+    if isinstance(value, (collections.abc.Sequence, collections.abc.Set)) and not isinstance(value, bytes):
+        return [mask_secrets(item) for item in value]
+    return value
+
+
+def ha_config(opts):
+    """The HA-relevant effective options, secrets masked."""
+    return {name: mask_secrets(opts.get(name)) for name in HA_OPTIONS}
+
+
+def _file_hash(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 16), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tree_hashes(roots_by_env):
+    """
+    ``{env: {relative path: sha256}}`` of ``file_roots``/``pillar_roots``. Like
+    Salt's fileserver, the first root of an environment that holds a path wins.
+    """
+    result = {}
+    for env, roots in sorted((roots_by_env or {}).items()):
+        files = {}
+        for root in roots if isinstance(roots, list) else [roots]:
+            if not isinstance(root, str) or not os.path.isdir(root):
+                continue
+            for folder, dirs, names in os.walk(root):
+                dirs[:] = sorted(name for name in dirs if name not in SKIP_DIRS)
+                for name in names:
+                    path = os.path.join(folder, name)
+                    relative = os.path.relpath(path, root)
+                    if relative in files or not os.path.isfile(path):
+                        continue
+                    try:
+                        files[relative] = _file_hash(path)
+                    except OSError:
+                        files[relative] = None
+        result[str(env)] = files
+    return result
+
+
+def _read_refs(git_dir):
+    refs = {}
+    packed = os.path.join(git_dir, "packed-refs")
+    if os.path.isfile(packed):
+        with open(packed, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                parts = line.split()
+                if len(parts) == 2 and not line.startswith(("#", "^")):
+                    refs[parts[1]] = parts[0]
+    refs_dir = os.path.join(git_dir, "refs")
+    for folder, _, names in os.walk(refs_dir):
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                refs["/".join(os.path.relpath(path, git_dir).split(os.sep))] = handle.read().strip()
+    return {ref: sha for ref, sha in refs.items() if ref.startswith("refs/remotes/") or ref.startswith("refs/tags/")}
+
+
+def gitfs_revisions(cachedir):
+    """``{remote url: {ref: sha}}`` of the gitfs cache (``<cachedir>/gitfs``); {} without gitfs."""
+    base = os.path.join(cachedir or "", "gitfs")
+    remote_map = os.path.join(base, "remote_map.txt")
+    if not os.path.isfile(remote_map):
+        return {}
+    result = {}
+    with open(remote_map, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if " = " not in line or line.startswith("#"):
+                continue
+            folder, url = (part.strip() for part in line.split(" = ", 1))
+            repo = os.path.join(base, folder)
+            git_dir = os.path.join(repo, ".git") if os.path.isdir(os.path.join(repo, ".git")) else repo
+            result[mask_secrets(url)] = _read_refs(git_dir) if os.path.isdir(git_dir) else {}
+    return result
+
+
+def salt_ha_version():
+    """The installed salt-ha version, or ``unknown`` (installed through the file server)."""
+    try:
+        return importlib.metadata.version("salt-ha")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def master_pub_fingerprints(opts):
+    """``(master.pub fingerprint, master_sign.pub fingerprint or None)`` of this master."""
+    pki_dir = opts["pki_dir"]
+    sign_name = opts.get("master_sign_key_name") or "master_sign"
+    return (
+        ha_keys.fingerprint_file(os.path.join(pki_dir, "master.pub")),
+        ha_keys.fingerprint_file(os.path.join(pki_dir, f"{sign_name}.pub")),
+    )
+
+
+def master_inventory(opts, key_fingerprints, trees=True):
+    """This master's inventory; ``key_fingerprints`` is ``{state: {minion_id: fingerprint}}``."""
+    master_pub, sign_pub = master_pub_fingerprints(opts)
+    inventory = {
+        "master": opts.get("id"),
+        "salt_version": salt.version.__version__,
+        "salt_ha_version": salt_ha_version(),
+        "master_pub_fingerprint": master_pub,
+        "master_sign_pub_fingerprint": sign_pub,
+        "master_sign_pubkey": bool(opts.get("master_sign_pubkey")),
+        "config": ha_config(opts),
+        "keys": key_fingerprints,
+    }
+    if trees:
+        inventory["file_roots"] = tree_hashes(opts.get("file_roots"))
+        inventory["pillar_roots"] = tree_hashes(opts.get("pillar_roots"))
+        inventory["gitfs"] = gitfs_revisions(opts.get("cachedir"))
+    return inventory
+
+
+def _difference(what, by_master, **detail):
+    return {"what": what, "masters": by_master, **detail}
+
+
+def _scalar_differences(inventories, field, what):
+    values = {name: inv.get(field) for name, inv in inventories.items()}
+    if len({repr(value) for value in values.values()}) > 1:
+        return [_difference(what, values)]
+    return []
+
+
+def _key_differences(inventories):
+    views = {}
+    for name, inv in inventories.items():
+        view = {}
+        for state, keys in (inv.get("keys") or {}).items():
+            for minion_id, fingerprint in keys.items():
+                view[minion_id] = f"{state} {fingerprint}"
+        views[name] = view
+    differing = {}
+    for minion_id in sorted(set().union(*views.values())):
+        seen = {name: view.get(minion_id) for name, view in views.items()}
+        if len(set(seen.values())) > 1:
+            differing[minion_id] = seen
+    if not differing:
+        return []
+    listed = dict(list(differing.items())[:LISTED])
+    return [_difference("minion keys", sorted(inventories), count=len(differing), minions=listed)]
+
+
+def _tree_differences(inventories, field):
+    differences = []
+    envs = sorted(set().union(*((inv.get(field) or {}).keys() for inv in inventories.values())))
+    for env in envs:
+        trees = {name: (inv.get(field) or {}).get(env) for name, inv in inventories.items()}
+        paths = sorted(set().union(*((tree or {}).keys() for tree in trees.values())))
+        differing = [path for path in paths if len({(tree or {}).get(path) for tree in trees.values()}) > 1]
+        if differing or len({tree is None for tree in trees.values()}) > 1:
+            differences.append(
+                _difference(
+                    f"{field} {env}",
+                    {name: ("missing" if tree is None else f"{len(tree)} files") for name, tree in trees.items()},
+                    count=len(differing),
+                    paths=differing[:LISTED],
+                )
+            )
+    return differences
+
+
+def compare_inventories(inventories):
+    """
+    Differences across ``{master name: inventory}``: a list of ``{"what", "masters",
+    ...detail}``; empty when every master agrees. Fields a peer did not report
+    (e.g. trees when asked without them) are not compared.
+    """
+    if len(inventories) < 2:
+        return []
+    differences = []
+    differences += _scalar_differences(inventories, "master_pub_fingerprint", "master.pub fingerprint")
+    differences += _scalar_differences(inventories, "salt_version", "salt version")
+    differences += _scalar_differences(inventories, "salt_ha_version", "salt-ha version")
+    configs = {name: inv.get("config") or {} for name, inv in inventories.items()}
+    for option in sorted(set().union(*(config.keys() for config in configs.values()))):
+        values = {name: config.get(option) for name, config in configs.items()}
+        if len({repr(value) for value in values.values()}) > 1:
+            differences.append(_difference(f"config {option}", values))
+    differences += _key_differences(inventories)
+    if all("file_roots" in inv for inv in inventories.values()):
+        differences += _tree_differences(inventories, "file_roots")
+        differences += _tree_differences(inventories, "pillar_roots")
+        differences += _scalar_differences(inventories, "gitfs", "gitfs revisions")
+    return differences
+
+
+def master_key_problem(inventories):
+    """None when every master shares one master.pub (or one signing key, with signing on), else why not."""
+    pubs = {name: inv.get("master_pub_fingerprint") for name, inv in inventories.items()}
+    if len(set(pubs.values())) <= 1:
+        return None
+    signs = {name: inv.get("master_sign_pub_fingerprint") for name, inv in inventories.items()}
+    signing = all(inv.get("master_sign_pubkey") for inv in inventories.values())
+    if signing and None not in signs.values() and len(set(signs.values())) == 1:
+        return None
+    return {
+        "reason": "the masters have different master.pub keys: the minion refuses the next master"
+        f" ({', '.join(f'{name} {fp}' for name, fp in sorted(pubs.items()))})",
+        "fix": "give every master the same master.pem/master.pub (state ha.master_keypair) or set up"
+        " master_sign_pubkey with one shared master_sign.pem",
+    }
+
+
+def minion_readiness(minion_id, inventories, source, lint_findings, master_problem):
+    """The reasons ``minion_id`` would not fail over: ``[{"reason", "fix"}]`` (empty: ready)."""
+    reasons = []
+    seen = {}
+    for name, inv in sorted(inventories.items()):
+        keys = inv.get("keys") or {}
+        seen[name] = next(
+            ((state, keys[state][minion_id]) for state in ("accepted", "pending", "rejected", "denied")
+             if minion_id in keys.get(state, {})),
+            (None, None),
+        )
+    accepted = {name: fp for name, (state, fp) in seen.items() if state == "accepted"}
+    source_fp = accepted.get(source) or next(iter(accepted.values()), None)
+    for name, (state, fp) in sorted(seen.items()):
+        if state == "accepted" and fp == source_fp:
+            continue
+        if state in ("rejected", "denied"):
+            reasons.append({"reason": f"key is {state} on {name}",
+                            "fix": f"salt-key -a {minion_id} --include-rejected --include-denied on {name}"
+                                   " if the minion is legitimate"})
+        elif state in ("accepted", "pending") and fp != source_fp:
+            reasons.append({"reason": f"key {state} on {name} differs from the one accepted on the other masters",
+                            "fix": f"find out which key is genuine; delete the other one (salt-key -d {minion_id})"
+                                   " and run salt-run ha.sync_keys"})
+        else:
+            what = "pending" if state == "pending" else "missing"
+            reasons.append({"reason": f"key {what} on {name}",
+                            "fix": f"salt-run ha.sync_keys on {source}"})
+    if master_problem:
+        reasons.append(master_problem)
+    if lint_findings is None:
+        reasons.append({"reason": "the minion did not answer ha.lint",
+                        "fix": "check that the minion runs and has the ha module (saltutil.sync_all)"})
+    elif not isinstance(lint_findings, list):
+        reasons.append({"reason": f"ha.lint failed on the minion: {str(lint_findings)[:200]}",
+                        "fix": "sync the pack to the minion (saltutil.sync_all) and retry"})
+    else:
+        for finding in lint_findings:
+            if isinstance(finding, dict) and finding.get("severity") == "error":
+                reasons.append({"reason": f"ha.lint: {finding.get('option')}: {finding.get('message')}",
+                                "fix": finding.get("suggestion") or "see salt-call ha.lint on the minion"})
+    return reasons

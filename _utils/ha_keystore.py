@@ -1,0 +1,477 @@
+"""
+Minion keys of this master, read and written through Salt's key store.
+
+Salt 3008 keeps minion keys in a cache driver (``keys.cache_driver``). The default,
+``localfs_key``, keeps the legacy layout ``pki_dir/minions`` (accepted),
+``minions_pre`` (pending), ``minions_rejected`` and ``minions_denied``.
+
+Any other driver is read and written through ``salt.cache.Cache(opts,
+driver=keys.cache_driver)``. ``localfs_key`` is read and written directly in its
+own layout, because its ``store`` creates its temp file as ``tmpXXXXXXXX`` inside
+``minions/`` and removes the old state before writing the new one (a process
+killed mid-write leaves a half-written file that Salt lists as an accepted minion
+named ``tmp...``), and because its ``list_all`` is slow (a ``realpath`` per key).
+salt-ha stages each key in a dot-named temp file (never listed by Salt), flushes
+the batch, renames, then removes the pending copy (:meth:`KeyStore.accept_many`).
+
+Everything that arrives from a peer is validated here (:func:`validate_minion_id`,
+:func:`validate_key`) and every change happens under :func:`store_lock` (fcntl), so
+two syncs cannot interleave.
+"""
+
+import contextlib
+import datetime
+import errno
+import fcntl
+import json
+import logging
+import os
+import tempfile
+import time
+
+import salt.cache
+import salt.utils.verify
+from salt.exceptions import CommandExecutionError, SaltCacheError
+
+import ha_files
+import ha_keys
+import ha_keysync
+
+log = logging.getLogger(__name__)
+
+STATES = ("accepted", "pending", "rejected", "denied")
+STATE_DIRS = {
+    "accepted": "minions",
+    "pending": "minions_pre",
+    "rejected": "minions_rejected",
+    "denied": "minions_denied",
+}
+LOCAL_DRIVER = "localfs_key"
+LOCK_NAME = ".salt-ha-keys.lock"
+BACKUP_DIR = ".salt-ha-backups"
+STAGE_PREFIX = ".salt-ha-"
+FINGERPRINT_CACHE = ".salt-ha-fingerprints.json"
+MAX_ID_BYTES = 255  # a file name
+MAX_PEM_BYTES = 16384
+LOCK_TIMEOUT = 60
+KEY_FILE_MODE = 0o644
+
+
+def key_pki_dir(opts):
+    """The folder holding minion keys (``cluster_pki_dir`` on a master cluster)."""
+    if opts.get("cluster_id"):
+        return opts["cluster_pki_dir"]
+    return opts["pki_dir"]
+
+
+def validate_minion_id(opts, minion_id, resolve=True):
+    """
+    None when ``minion_id`` is safe to write as a key, else the reason it is not.
+
+    ``resolve=False`` skips Salt's ``valid_id`` and the pki-dir containment check
+    (both resolve paths on disk); the sender uses it to leave out ids its peers
+    would refuse, the receiver always checks everything.
+    """
+    if not isinstance(minion_id, str):
+        return f"minion id {minion_id!r} is not a string"
+    if not minion_id:
+        return "minion id is empty"
+    if len(minion_id.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        return f"minion id {minion_id[:40]!r}... is longer than {MAX_ID_BYTES} bytes"
+    if "\0" in minion_id:
+        return f"minion id {minion_id!r} contains NUL"
+    if "/" in minion_id or "\\" in minion_id:
+        return f"minion id {minion_id!r} contains a path separator"
+    if ".." in minion_id:
+        return f"minion id {minion_id!r} contains '..'"
+    if minion_id.startswith("."):
+        return f"minion id {minion_id!r} starts with '.' (hidden from Salt's key store)"
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in minion_id):
+        return f"minion id {minion_id!r} contains a control character"
+    if not resolve:
+        return None
+    # valid_id resolves <pki_dir>/<id> and refuses what lands outside pki_dir. With
+    # no separator, no "..", no leading dot, <pki_dir>/<state folder>/<id> stays in
+    # its folder; a symlink planted there is never read (lookup skips symlinks)
+    # and os.replace replaces the link itself, never its target.
+    if not salt.utils.verify.valid_id(opts, minion_id):
+        return f"minion id {minion_id!r} is not a valid minion id (escapes {key_pki_dir(opts)})"
+    return None
+
+
+def validate_key(pem, fingerprint):
+    """None when ``pem`` is a public key whose fingerprint is ``fingerprint``, else the reason."""
+    if not isinstance(pem, str) or not pem.strip():
+        return "public key is missing"
+    if len(pem) > MAX_PEM_BYTES:
+        return f"public key is longer than {MAX_PEM_BYTES} bytes"
+    try:
+        ha_keys.load_public_key(pem)
+    except ValueError:
+        return "public key is not a PEM public key"
+    if ha_keys.fingerprint(pem) != fingerprint:
+        return "public key does not match the fingerprint sent with it"
+    return None
+
+
+@contextlib.contextmanager
+def store_lock(opts, timeout=LOCK_TIMEOUT, name=LOCK_NAME):
+    """Hold an exclusive fcntl lock on ``<pki_dir>/<name>`` (bounded wait) for the block."""
+    path = os.path.join(key_pki_dir(opts), name)
+    deadline = time.monotonic() + timeout
+    with open(path, "a+", encoding="utf-8") as handle:
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as err:
+                if err.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise CommandExecutionError(f"cannot lock {path}: {err}") from err
+                if time.monotonic() >= deadline:
+                    raise CommandExecutionError(
+                        f"{path} is locked by another key sync for more than {timeout} s"
+                    ) from err
+                time.sleep(0.05)
+        try:
+            yield path
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+class KeyStore:
+    """
+    This master's minion keys, by state, through ``keys.cache_driver``.
+
+    With ``localfs_key`` (Salt's default) the legacy folders are read and written
+    directly, as that driver lays them out: its ``list_all``/``fetch`` resolve
+    every path (``realpath``) and take ~1.8 s for 10,000 keys, and its ``store``
+    is not safe against a kill (see the module docstring). Other drivers are
+    used through ``salt.cache``.
+    """
+
+    def __init__(self, opts):
+        self.opts = opts
+        self.driver = opts.get("keys.cache_driver") or LOCAL_DRIVER
+        self.local = self.driver == LOCAL_DRIVER
+        self.pki_dir = key_pki_dir(opts)
+        self.cache = None if self.local else salt.cache.Cache(opts, driver=self.driver)
+
+    def path(self, state, minion_id):
+        """Where ``localfs_key`` keeps ``minion_id`` in ``state``."""
+        return os.path.join(self.pki_dir, STATE_DIRS[state], minion_id)
+
+    @staticmethod
+    def _read(path):
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                return handle.read()
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+
+    def _read_folder(self, state):
+        folder = os.path.join(self.pki_dir, STATE_DIRS[state])
+        keys = {}
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            return keys
+        for entry in entries:
+            # As localfs_key lists them: regular files, no symlinks, no dot files.
+            if entry.name.startswith(".") or entry.is_symlink() or not entry.is_file():
+                continue
+            pem = self._read(entry.path)
+            if pem is not None:
+                keys[entry.name] = pem
+        return keys
+
+    def keys(self):
+        """``{state: {minion_id: pem}}`` for every state (empty dicts included)."""
+        result = {state: {} for state in STATES}
+        try:
+            if self.local:
+                for state in STATES:
+                    result[state] = self._read_folder(state)
+                return result
+            for minion_id, entry in self.cache.list_all("keys", include_data=True).items():
+                state = (entry or {}).get("state")
+                if state in result and isinstance(entry.get("pub"), str):
+                    result[state][minion_id] = entry["pub"]
+            for minion_id, pub in self.cache.list_all("denied_keys").items():
+                result["denied"][minion_id] = pub[0] if isinstance(pub, list) else pub
+        except (OSError, SaltCacheError) as err:
+            raise CommandExecutionError(f"cannot read the key store ({self.driver}): {err}") from err
+        return result
+
+    def fingerprints(self):
+        """
+        ``{state: {minion_id: fingerprint}}`` (path-based fingerprints, see ha_keys).
+
+        With ``localfs_key`` a key file is read only when it changed since the last
+        call: fingerprints are remembered in ``<pki_dir>/.salt-ha-fingerprints.json``
+        by (inode, mtime, size), which every atomic replacement changes. 10,000
+        unchanged keys cost a directory scan instead of 10,000 reads and hashes.
+        (An in-place rewrite of the same size within one timestamp tick would go
+        unseen; Salt's key store and salt-ha always replace key files.)
+        """
+        if not self.local:
+            return {
+                state: {minion_id: ha_keys.fingerprint(pem) for minion_id, pem in keys.items()}
+                for state, keys in self.keys().items()
+            }
+        remembered = self._load_fingerprint_cache()
+        seen = {state: {} for state in STATES}
+        result = {state: {} for state in STATES}
+        for state in STATES:
+            folder = os.path.join(self.pki_dir, STATE_DIRS[state])
+            try:
+                entries = list(os.scandir(folder))
+            except FileNotFoundError:
+                continue
+            known = remembered.get(state) or {}
+            for entry in entries:
+                if entry.name.startswith(".") or entry.is_symlink() or not entry.is_file():
+                    continue
+                stat = entry.stat(follow_symlinks=False)
+                signature = [stat.st_ino, stat.st_mtime_ns, stat.st_size]
+                cached = known.get(entry.name)
+                if isinstance(cached, list) and len(cached) == 4 and cached[:3] == signature:
+                    fingerprint = cached[3]
+                else:
+                    pem = self._read(entry.path)
+                    if pem is None:
+                        continue
+                    fingerprint = ha_keys.fingerprint(pem)
+                result[state][entry.name] = fingerprint
+                seen[state][entry.name] = [*signature, fingerprint]
+        if seen != remembered:
+            self._save_fingerprint_cache(seen)
+        return result
+
+    def _fingerprint_cache_path(self):
+        return os.path.join(self.pki_dir, FINGERPRINT_CACHE)
+
+    def _load_fingerprint_cache(self):
+        try:
+            with open(self._fingerprint_cache_path(), encoding="utf-8") as handle:
+                data = json.load(handle)
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _save_fingerprint_cache(self, data):
+        try:
+            ha_files.atomic_write(self._fingerprint_cache_path(), json.dumps(data), mode=0o600, backup=False)
+        except OSError as err:
+            log.debug("Cannot save %s: %s", self._fingerprint_cache_path(), err)
+
+    def read_accepted(self, minion_ids):
+        """``{minion_id: pem}`` of the accepted keys of ``minion_ids`` (missing ones left out)."""
+        if not self.local:
+            return self.lookup(minion_ids)["accepted"]
+        pems = {}
+        for minion_id in minion_ids:
+            path = self.path("accepted", minion_id)
+            pem = None if os.path.islink(path) else self._read(path)
+            if pem is not None:
+                pems[minion_id] = pem
+        return pems
+
+    def lookup(self, minion_ids):
+        """``{state: {minion_id: pem}}`` for ``minion_ids`` only."""
+        result = {state: {} for state in STATES}
+        try:
+            for minion_id in minion_ids:
+                if self.local:
+                    for state in STATES:
+                        path = self.path(state, minion_id)
+                        pem = None if os.path.islink(path) else self._read(path)
+                        if pem is not None:
+                            result[state][minion_id] = pem
+                    continue
+                entry = self.cache.fetch("keys", minion_id)
+                if entry and entry.get("state") in result:
+                    result[entry["state"]][minion_id] = entry["pub"]
+                denied = self.cache.fetch("denied_keys", minion_id)
+                if denied:
+                    result["denied"][minion_id] = denied[0] if isinstance(denied, list) else denied
+        except (OSError, SaltCacheError) as err:
+            raise CommandExecutionError(f"cannot read the key store ({self.driver}): {err}") from err
+        return result
+
+    def accept_many(self, keys):
+        """
+        Store ``{minion_id: pem}`` as accepted keys and drop their pending copies.
+
+        ``localfs_key``: every key is written to a dot-named temp file in
+        ``minions/`` (which Salt never lists), the batch is flushed to disk once
+        (``os.sync``), then each temp file is renamed over its key file and the
+        folder is fsynced: a reader or a killed writer never leaves a partial key
+        file, and 500 keys cost one flush instead of 500 fsyncs. Returns
+        ``{minion_id: error}`` for the keys that could not be written.
+        """
+        failed = {}
+        if not self.local:
+            for minion_id, pem in keys.items():
+                try:
+                    self.cache.store("keys", minion_id, {"state": "accepted", "pub": pem})
+                except SaltCacheError as err:
+                    failed[minion_id] = str(err)
+            return failed
+        folder = os.path.join(self.pki_dir, STATE_DIRS["accepted"])
+        os.makedirs(folder, exist_ok=True)
+        staged = {}
+        try:
+            for minion_id, pem in keys.items():
+                try:
+                    staged[minion_id] = _stage(folder, minion_id, pem)
+                except OSError as err:
+                    failed[minion_id] = f"cannot write the key of {minion_id!r}: {err}"
+            os.sync()
+            for minion_id, tmp in list(staged.items()):
+                os.replace(tmp, os.path.join(folder, minion_id))
+                del staged[minion_id]
+                pending = self.path("pending", minion_id)
+                if os.path.isfile(pending) and not os.path.islink(pending):
+                    os.remove(pending)
+            _fsync_folder(folder)
+        finally:
+            for tmp in staged.values():
+                with contextlib.suppress(OSError):
+                    os.remove(tmp)
+        return failed
+
+    def sweep_staged(self):
+        """Remove temp files a killed sync left in ``minions/`` (call under the store lock)."""
+        folder = os.path.join(self.pki_dir, STATE_DIRS["accepted"])
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(folder):
+                if entry.name.startswith(STAGE_PREFIX) and entry.is_file(follow_symlinks=False):
+                    log.warning("Removing %s, left by an interrupted key sync", entry.path)
+                    os.remove(entry.path)
+
+    def backup_folder(self, now=None):
+        """A new folder for keys removed by this run: ``<pki_dir>/.salt-ha-backups/<UTC time>``."""
+        now = now or datetime.datetime.now(datetime.timezone.utc)
+        folder = os.path.join(self.pki_dir, BACKUP_DIR, now.strftime("%Y%m%dT%H%M%S.%fZ"))
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        return folder
+
+    def delete_accepted(self, minion_id, pem, backup_folder):
+        """Back up the accepted key of ``minion_id`` into ``backup_folder``, then delete it."""
+        backup = os.path.join(backup_folder, STATE_DIRS["accepted"], minion_id)
+        os.makedirs(os.path.dirname(backup), mode=0o700, exist_ok=True)
+        try:
+            ha_files.atomic_write(backup, pem, mode=0o600, backup=False)
+            if self.local:
+                os.remove(self.path("accepted", minion_id))
+            else:
+                self.cache.flush("keys", minion_id)
+        except (OSError, SaltCacheError) as err:
+            raise CommandExecutionError(f"cannot delete the key of {minion_id!r}: {err}") from err
+        return backup
+
+
+def _stage(folder, minion_id, pem):
+    """Write ``pem`` to a new dot-named temp file in ``folder``; return its path."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{STAGE_PREFIX}{minion_id[:32]}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, KEY_FILE_MODE)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem.encode("utf-8"))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    return tmp
+
+
+def _fsync_folder(folder):
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _shown_id(item):
+    minion_id = item.get("id") if isinstance(item, dict) else None
+    text = repr(minion_id) if not isinstance(minion_id, str) else minion_id
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def validate_item(opts, item):
+    """None when a received sync item is well formed and safe, else the reason."""
+    if not isinstance(item, dict):
+        return "item is not a mapping"
+    if item.get("action") not in ("accept", "delete"):
+        return f"unknown action {item.get('action')!r}"
+    reason = validate_minion_id(opts, item.get("id"))
+    if reason:
+        return reason
+    if not isinstance(item.get("fingerprint"), str):
+        return "fingerprint is missing"
+    if item["action"] == "accept":
+        return validate_key(item.get("pem"), item["fingerprint"])
+    return None
+
+
+def apply_items(store, items, lock_timeout=LOCK_TIMEOUT):
+    """
+    Validate and apply received sync items to ``store`` under the store lock.
+
+    Returns ``{"accepted": [ids], "unchanged": [ids], "deleted": [{"id", "backup"}],
+    "conflicts": [{"id", "reason"}], "refused": [{"id", "reason"}]}``. Invalid items
+    are refused and never touch the disk; valid ones are decided against the keys
+    on disk at write time (:func:`ha_keysync.decide_item`).
+    """
+    result = {"accepted": [], "unchanged": [], "deleted": [], "conflicts": [], "refused": []}
+    if not isinstance(items, list):
+        result["refused"].append({"id": None, "reason": "items is not a list"})
+        return result
+    valid = []
+    for item in items:
+        reason = validate_item(store.opts, item)
+        if reason:
+            log.warning("Refused a received key item for %s: %s", _shown_id(item), reason)
+            result["refused"].append({"id": _shown_id(item), "reason": reason})
+        else:
+            valid.append(item)
+    if not valid:
+        return result
+    backup_folder = None
+    with store_lock(store.opts, timeout=lock_timeout):
+        local_pems = store.lookup([item["id"] for item in valid])
+        local = {
+            state: {minion_id: ha_keys.fingerprint(pem) for minion_id, pem in pems.items()}
+            for state, pems in local_pems.items()
+        }
+        if store.local:
+            store.sweep_staged()
+        to_accept = {}
+        for item in valid:
+            outcome, reason = ha_keysync.decide_item(item, local)
+            minion_id = item["id"]
+            if outcome == "accept":
+                to_accept[minion_id] = item["pem"]
+                # Two items for one id in a batch: the first one decides.
+                local["pending"].pop(minion_id, None)
+                local["accepted"][minion_id] = item["fingerprint"]
+            elif outcome == "delete":
+                backup_folder = backup_folder or store.backup_folder()
+                try:
+                    backup = store.delete_accepted(minion_id, local_pems["accepted"][minion_id], backup_folder)
+                    result["deleted"].append({"id": minion_id, "backup": backup})
+                    local["accepted"].pop(minion_id, None)
+                except CommandExecutionError as err:
+                    result["refused"].append({"id": minion_id, "reason": str(err)})
+            elif outcome == "unchanged":
+                result["unchanged"].append(minion_id)
+            elif outcome == "conflict":
+                result["conflicts"].append({"id": minion_id, "reason": reason})
+            else:
+                result["refused"].append({"id": minion_id, "reason": reason})
+        if to_accept:
+            failed = store.accept_many(to_accept)
+            result["accepted"] = [minion_id for minion_id in to_accept if minion_id not in failed]
+            result["refused"] += [{"id": minion_id, "reason": error} for minion_id, error in failed.items()]
+    return result

@@ -1,0 +1,153 @@
+"""
+Bench: ``ha.sync_keys`` of 10,000 minion keys from master A to two empty peers over
+salt-api on loopback, beside ``cp -r`` of the same key files (the floor).
+
+Three real salt-masters (127.0.0.1/.2/.3), each with salt-api (rest_cherrypy, plain
+HTTP on 127.0.0.1). A gets ``--keys`` distinct public keys (random 2048-bit RSA
+moduli: valid, distinct PEM public keys made in microseconds; no private halves are
+needed to sync them). Each run empties the peers' ``minions`` folders, then times:
+
+  (a) full sync:   ``ha.sync_keys`` with both peers empty          goal < 10 s
+  (b) no-op rerun: ``ha.sync_keys`` again, nothing to do           goal < 1 s
+  (c) drift:       ``ha.drift`` over the three synced masters       goal < 2 s
+  (d) the floor:   ``cp -r`` of A's ``minions`` folder to two folders at once
+
+The runner is called in this process through Salt's loader with A's options (what
+``salt-run`` does after its own start-up, ~1 s, which is not counted).
+
+Salt stores every runner job in the master job cache and, doing so, matches the
+job's target against every accepted key (``local_cache.save_load`` ->
+``CkMinions.check_minions`` -> ``localfs_key.list_all``): ~1 s per salt-api runner
+call on a master with 10,000 keys. ``--no-peer-job-cache`` sets
+``runnerclient_returns: False`` on the peers (the option Salt 3008 actually reads
+for ``RunnerClient``; ``runner_returns`` is not consulted there), which skips it.
+
+Usage (from the repo root): ``.venv/bin/python bench/sync_keys.py [--runs 3] [--keys 10000]``
+"""
+
+import argparse
+import shutil
+import subprocess
+import time
+
+import _common  # sys.path: repo root and _utils
+
+GOALS = {"full sync": 10.0, "no-op rerun": 1.0, "drift": 2.0}
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3, help="runs per measurement (default 3)")
+    parser.add_argument("--keys", type=int, default=10000, help="minion keys on A (default 10000)")
+    parser.add_argument("--batch", type=int, default=2000, help="keys per request (ha:sync_batch_size, default 2000)")
+    parser.add_argument(
+        "--no-peer-job-cache",
+        action="store_true",
+        help="set runnerclient_returns: False on the peers (runner jobs not stored there)",
+    )
+    args = parser.parse_args()
+    if not 1 <= args.runs <= 20:
+        parser.error("--runs must be between 1 and 20")
+    if not 1 <= args.keys <= 100000:
+        parser.error("--keys must be between 1 and 100000")
+    return args
+
+
+def timed(function):
+    started = time.monotonic()
+    result = function()
+    return time.monotonic() - started, result
+
+
+def empty_minions(master):
+    folder = _common.pathlib.Path(master.config["pki_dir"]) / "minions"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+
+
+def copy_floor(source, root):
+    """``cp -r`` of ``source`` to two fresh folders at once (two peers); seconds."""
+    targets = [root / f"cp-{n}" for n in range(2)]
+    for target in targets:
+        shutil.rmtree(target, ignore_errors=True)
+    started = time.monotonic()
+    processes = [subprocess.Popen(["cp", "-r", str(source), str(target)]) for target in targets]
+    for process in processes:
+        if process.wait(timeout=600) != 0:
+            raise SystemExit("cp -r failed")
+    return time.monotonic() - started
+
+
+def measure(args, lab, root):
+    import salt.loader  # pylint: disable=import-outside-toplevel
+
+    a = lab.masters["a"]
+    opts = dict(a.config)
+    opts["ha"] = {**opts["ha"], "sync_batch_size": args.batch}
+    runners = salt.loader.runner(opts, utils=salt.loader.utils(opts))
+    figures = {name: [] for name in ("full sync", "no-op rerun", "drift", "cp -r (2 copies)")}
+    for run in range(1, args.runs + 1):
+        for name in ("b", "c"):
+            empty_minions(lab.masters[name])
+        seconds, full = timed(runners["ha.sync_keys"])
+        accepted = {peer: len(entry.get("accepted", [])) for peer, entry in full["peers"].items()}
+        if not full["result"] or set(accepted.values()) != {args.keys}:
+            raise SystemExit(f"full sync incomplete: {full['failed']} {accepted}")
+        figures["full sync"].append(seconds)
+        seconds, again = timed(runners["ha.sync_keys"])
+        if any(entry["accepted"] for entry in again["peers"].values()):
+            raise SystemExit("the rerun changed something")
+        figures["no-op rerun"].append(seconds)
+        seconds, drift = timed(runners["ha.drift"])
+        if drift["differences"] or drift["unreachable"]:
+            raise SystemExit(f"drift after sync: {drift['differences'][:3]} {drift['unreachable']}")
+        figures["drift"].append(seconds)
+        figures["cp -r (2 copies)"].append(copy_floor(_common.pathlib.Path(a.config["pki_dir"]) / "minions", root))
+        print(f"run {run}: " + ", ".join(f"{name} {_common.fmt(values[-1])}" for name, values in figures.items()))
+    return figures
+
+
+def report(args, figures):
+    floor = _common.spread(figures["cp -r (2 copies)"])[0]
+    job_cache = "off (runnerclient_returns: False)" if args.no_peer_job_cache else "on (Salt's default)"
+    print(
+        f"\n{args.keys} keys, 2 peers over salt-api (loopback), batch {args.batch}, peer runner job cache"
+        f" {job_cache}, {args.runs} runs; medians:"
+    )
+    rows = []
+    for name, values in figures.items():
+        median, low, high = _common.spread(values)
+        goal = GOALS.get(name)
+        verdict = "" if goal is None else ("met" if median < goal else "MISSED")
+        rows.append(
+            [name, _common.fmt(median), f"{_common.fmt(low)} - {_common.fmt(high)}",
+             f"{median / floor:.1f}x" if floor else "-", "-" if goal is None else f"< {goal:g} s {verdict}"]
+        )  # fmt: skip
+    _common.print_table(["measure", "median", "min - max", "vs cp -r", "goal"], rows)
+
+
+def main():
+    args = parse_args()
+    _common.quiet_logging()
+    _common.raise_on_sigterm()
+    from tests.support import api_lab  # pylint: disable=import-outside-toplevel
+    from tests.support import lab as lablib  # pylint: disable=import-outside-toplevel
+
+    started = time.monotonic()
+    with _common.temp_root("sha-sk-") as root:
+        with lablib.StandaloneFactories(root / "f") as env:
+            peer_options = {"runnerclient_returns": False} if args.no_peer_job_cache else {}
+            lab = api_lab.three_master_lab(
+                env.manager, root / "lab", tls=(), extra_master_overrides={"b": peer_options, "c": peer_options}
+            )
+            made, keys = timed(lambda: {f"bench-{n:05d}": api_lab.random_public_pem() for n in range(args.keys)})
+            api_lab.write_minion_keys(lab.masters["a"].config["pki_dir"], keys)
+            print(f"{args.keys} distinct keys made in {made:.2f} s")
+            with lablib.RunningDaemons(api_lab.daemons(lab)):
+                report(args, measure(args, lab, root))
+    print(f"\ntotal bench time {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

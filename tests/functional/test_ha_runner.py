@@ -1,0 +1,182 @@
+"""
+The ``ha`` runner through Salt's loader (master options of a salt-factories master,
+pki dir in tmp_path): the receiving side writes through the key store, atomically,
+with backups on prune; sync_keys with unreachable peers; progress events.
+"""
+
+import os
+import pathlib
+
+import pytest
+import salt.key
+import salt.loader
+
+import ha_keys
+from tests.support import api_lab
+
+MINIONS = "minions"
+
+
+@pytest.fixture(scope="module")
+def master_config(salt_factories):
+    return salt_factories.salt_master_daemon("ha-functional-runner-master").config.copy()
+
+
+@pytest.fixture
+def opts(master_config, tmp_path):
+    opts = dict(master_config)
+    opts["pki_dir"] = str(tmp_path / "pki")
+    for folder in ("minions", "minions_pre", "minions_rejected", "minions_denied"):
+        os.makedirs(os.path.join(opts["pki_dir"], folder))
+    opts["ha"] = {}
+    return opts
+
+
+class FakeJidEvent:
+    def __init__(self):
+        self.fired = []
+
+    def fire_event(self, data, tag):
+        self.fired.append((tag, data))
+
+
+@pytest.fixture
+def runners(opts):
+    loader = salt.loader.runner(opts, utils=salt.loader.utils(opts))
+    loader.pack["__jid_event__"] = FakeJidEvent()
+    return loader
+
+
+def accept_item(minion_id, pem=None):
+    pem = pem or api_lab.random_public_pem()
+    return {"action": "accept", "id": minion_id, "fingerprint": ha_keys.fingerprint(pem), "pem": pem}
+
+
+def key_path(opts, minion_id, folder=MINIONS):
+    return pathlib.Path(opts["pki_dir"]) / folder / minion_id
+
+
+def test_every_public_function_has_a_cli_example(runners):
+    functions = [name for name in runners if name.startswith("ha.")]
+    assert {"ha.sync_keys", "ha.status", "ha.drift", "ha.readiness", "ha.receive_keys", "ha.local_inventory"} <= set(functions)
+    for name in functions:
+        assert "CLI Example:" in runners[name].__doc__, name
+
+
+def test_receive_keys_writes_through_the_key_store(runners, opts):
+    pending = accept_item("pending-here")
+    api_lab.write_minion_keys(opts["pki_dir"], {"pending-here": pending["pem"]}, "minions_pre")
+    result = runners["ha.receive_keys"](items=[accept_item("new-one"), pending])
+    assert sorted(result["accepted"]) == ["new-one", "pending-here"] and result["refused"] == []
+    assert key_path(opts, "pending-here").read_text() == pending["pem"]
+    assert not key_path(opts, "pending-here", "minions_pre").exists()
+    inventory = runners["ha.local_inventory"](trees=False)
+    assert set(inventory["keys"]["accepted"]) == {"new-one", "pending-here"}
+    assert inventory["keys"]["accepted"]["pending-here"] == pending["fingerprint"]
+    again = runners["ha.receive_keys"](items=[pending])
+    assert again["unchanged"] == ["pending-here"] and again["accepted"] == []
+
+
+def test_rejected_denied_and_conflicting_keys_stay(runners, opts):
+    mine = accept_item("conflict")
+    api_lab.write_minion_keys(opts["pki_dir"], {"conflict": api_lab.random_public_pem()})
+    api_lab.write_minion_keys(opts["pki_dir"], {"bad": api_lab.random_public_pem()}, "minions_rejected")
+    api_lab.write_minion_keys(opts["pki_dir"], {"worse": api_lab.random_public_pem()}, "minions_denied")
+    before = {p: p.read_text() for p in pathlib.Path(opts["pki_dir"]).glob("minions*/*")}
+    result = runners["ha.receive_keys"](items=[mine, accept_item("bad"), accept_item("worse")])
+    assert result["accepted"] == []
+    assert [c["id"] for c in result["conflicts"]] == ["conflict"]
+    assert sorted(r["id"] for r in result["refused"]) == ["bad", "worse"]
+    assert {p: p.read_text() for p in pathlib.Path(opts["pki_dir"]).glob("minions*/*")} == before
+
+
+def test_malicious_ids_write_nothing(runners, opts, tmp_path):
+    items = [accept_item(bad) for bad in ("../escaped", "a/b", "x\0y", "", "a" * 300, ".hidden")]
+    result = runners["ha.receive_keys"](items=items)
+    assert result["accepted"] == [] and len(result["refused"]) == len(items)
+    assert list(pathlib.Path(opts["pki_dir"]).glob("minions*/*")) == []
+    assert not (pathlib.Path(opts["pki_dir"]) / "escaped").exists()
+
+
+def test_no_partial_file_after_a_failed_write(runners, opts, monkeypatch):
+    items = [accept_item(f"atomic-{n}") for n in range(5)]
+    real_fchmod, calls = os.fchmod, []
+
+    def failing_fchmod(fd, mode):  # fails once the third key's temp file exists
+        calls.append(fd)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real_fchmod(fd, mode)
+
+    monkeypatch.setattr(os, "fchmod", failing_fchmod)
+    result = runners["ha.receive_keys"](items=items)
+    assert [r["id"] for r in result["refused"]] == ["atomic-2"]
+    assert "No space left" in result["refused"][0]["reason"]
+    folder = pathlib.Path(opts["pki_dir"]) / MINIONS
+    assert sorted(p.name for p in folder.iterdir()) == ["atomic-0", "atomic-1", "atomic-3", "atomic-4"]
+    for item in items:
+        path = folder / item["id"]
+        assert not path.exists() or path.read_text() == item["pem"]
+
+
+def test_temp_files_of_a_killed_sync_are_never_keys_and_are_swept(runners, opts):
+    folder = pathlib.Path(opts["pki_dir"]) / MINIONS
+    stale = folder / ".salt-ha-web9.abc123.tmp"
+    stale.write_text("-----BEGIN PUBLIC KEY-----\nMIIBIj")  # what a SIGKILL mid-write leaves
+    with salt.key.Key(opts) as keys:
+        assert keys.list_keys()["minions"] == []
+    assert runners["ha.local_inventory"](trees=False)["keys"]["accepted"] == {}
+    runners["ha.receive_keys"](items=[accept_item("web9")])
+    assert sorted(p.name for p in folder.iterdir()) == ["web9"]
+
+
+def test_prune_deletes_with_a_backup_only_the_planned_key(runners, opts):
+    old = accept_item("old")
+    api_lab.write_minion_keys(opts["pki_dir"], {"old": old["pem"], "changed": api_lab.random_public_pem()})
+    result = runners["ha.receive_keys"](
+        items=[
+            {"action": "delete", "id": "old", "fingerprint": old["fingerprint"]},
+            {"action": "delete", "id": "changed", "fingerprint": "00:00"},
+        ]
+    )
+    [deleted] = result["deleted"]
+    assert deleted["id"] == "old" and not key_path(opts, "old").exists()
+    assert pathlib.Path(deleted["backup"]).read_text() == old["pem"]
+    assert pathlib.Path(deleted["backup"]).is_relative_to(pathlib.Path(opts["pki_dir"]) / ".salt-ha-backups")
+    assert [c["id"] for c in result["conflicts"]] == ["changed"] and key_path(opts, "changed").exists()
+    assert sorted(runners["ha.local_inventory"](trees=False)["keys"]["accepted"]) == ["changed"]
+
+
+def test_sync_keys_reports_unreachable_peers_and_fires_progress_only_when_asked(runners, opts):
+    api_lab.write_minion_keys(opts["pki_dir"], {"web1": api_lab.random_public_pem()})
+    opts["ha"] = {"peers": {"dead": {"url": "http://127.0.0.1:9", "username": "u", "password": "pw-xyz", "timeout": 1}}}
+    result = runners["ha.sync_keys"]()
+    assert result["result"] is False and result["failed"] == ["dead"]
+    assert "unreachable" in result["peers"]["dead"]["error"] and "pw-xyz" not in str(result)
+    jid_event = runners.pack["__jid_event__"]
+    assert jid_event.fired == []
+    opts["display_progress"] = True
+    runners["ha.sync_keys"](test=True)
+    assert jid_event.fired and all(tag == "progress" and "message" in data for tag, data in jid_event.fired)
+
+
+def test_drift_and_status_without_peers(runners, opts):
+    assert runners["ha.drift"]()["differences"] == []
+    status = runners["ha.status"]()
+    assert status["up"] == status["total"] == 1
+    assert status["masters"][0]["keys"] == {"accepted": 0, "pending": 0, "rejected": 0, "denied": 0}
+
+
+def test_remembered_fingerprints_follow_every_change_on_disk(runners, opts):
+    first, second = api_lab.random_public_pem(), api_lab.random_public_pem()
+    api_lab.write_minion_keys(opts["pki_dir"], {"web1": first})
+    inventory = runners["ha.local_inventory"]
+    assert inventory(trees=False)["keys"]["accepted"] == {"web1": ha_keys.fingerprint(first)}
+    assert (pathlib.Path(opts["pki_dir"]) / ".salt-ha-fingerprints.json").is_file()
+    api_lab.write_minion_keys(opts["pki_dir"], {"web1": second})  # rewritten in place, as salt-key would not
+    assert inventory(trees=False)["keys"]["accepted"] == {"web1": ha_keys.fingerprint(second)}
+    os.rename(key_path(opts, "web1"), key_path(opts, "web1", "minions_rejected"))
+    keys = inventory(trees=False)["keys"]
+    assert keys["accepted"] == {} and keys["rejected"] == {"web1": ha_keys.fingerprint(second)}
+    digests = inventory(keys="digests", trees=False)
+    assert "keys" in digests and digests["keys"] == {} and digests["key_counts"]["rejected"] == 1
