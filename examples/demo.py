@@ -24,9 +24,11 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from tests.support import lab as lablib  # noqa: E402  pylint: disable=wrong-import-position
+from tests.support import api_lab  # noqa: E402  pylint: disable=wrong-import-position
 from tests.support import state_lab  # noqa: E402  pylint: disable=wrong-import-position
 
 MINION_ID = "demo-minion"
+NEW_MINION_ID = "web-42"  # a key accepted on A only, as happens when nobody syncs
 PROBE_TIMEOUT = 2
 EVENT_GIVE_UP = 30
 
@@ -117,21 +119,45 @@ def show_event(event, after, what):
 
 
 def build_lab(manager, root):
-    """Masters A (serving the examples) and B; a minion configured for A only."""
-    lab = lablib.Lab(manager, root)
-    pillar = state_lab.pillar_root(root / "pillar", demo_pillar(lab))
-    lab.add_master("a", lablib.LOOPBACK_A, overrides=state_lab.example_roots(pillar))
-    lab.add_master("b", lablib.LOOPBACK_B)
+    """Masters A (serving the examples) and B, peered over salt-api; a minion configured for A only."""
+    pillar_folder = state_lab.pillar_root(root / "pillar", demo_pillar([lablib.LOOPBACK_A, lablib.LOOPBACK_B]))
+    lab = api_lab.ApiLab(
+        manager,
+        root,
+        [("a", lablib.LOOPBACK_A), ("b", lablib.LOOPBACK_B)],
+        extra_master_overrides={"a": state_lab.example_roots(pillar_folder)},
+    )
+    for name in lab.masters:
+        lab.add_api(name)
     # Salt counts a beacon's interval in loop_intervals; salt-factories sets 0.05.
     state_lab.add_single_master_minion(lab, MINION_ID, overrides={"loop_interval": 1})
     return lab
 
 
-def demo_pillar(lab):
+def show_key_sync(lab):
+    """A key accepted on A only: ha.drift sees it, ha.sync_keys fixes it, ha.drift agrees."""
+    master_a = lab.masters["a"]
+    api_lab.write_minion_keys(master_a.config["pki_dir"], {NEW_MINION_ID: api_lab.random_public_pem()})
+    say(f"{NEW_MINION_ID}'s key was accepted on A only (B would leave it pending forever)")
+    run = master_a.salt_run_cli(timeout=120)
+    drift = run.run("ha.drift").data
+    for difference in drift["differences"]:
+        say(f"  drift: {difference['what']}: {difference['masters']}")
+    say("salt-run ha.sync_keys (on A)")
+    synced = run.run("ha.sync_keys").data
+    for peer, outcome in synced["peers"].items():
+        say(f"  {peer}: accepted {outcome.get('accepted')} conflicts {outcome.get('conflicts')} error {outcome.get('error')}")
+    after = run.run("ha.drift").data
+    remaining = ", ".join(d["what"] for d in after["differences"]) or "none"
+    say(f"salt-run ha.drift after the sync: keys in sync; still different: {remaining}")
+    say("  (only A serves the example state and pillar trees in this lab)")
+
+
+def demo_pillar(masters):
     return {
         "ha": {
             "minion": {
-                "masters": list(lab.ips),
+                "masters": list(masters),
                 "alive_interval": 2,
                 "failback": True,
                 "failback_interval": 5,
@@ -149,6 +175,9 @@ def run_story(lab, event_listener):
     say(f"minion {MINION_ID} starts with master: {lablib.LOOPBACK_A} (one master, no failover)")
     heading("salt-call ha.lint (before)")
     show_lint(minion)
+
+    heading("keys across masters: salt-run ha.drift / ha.sync_keys (peers over salt-api)")
+    show_key_sync(lab)
 
     heading("salt '*' state.highstate from A: examples/salt/ha/minion.sls + pillar")
     show_highstate(master_a, minion)
@@ -207,7 +236,7 @@ def main():
     try:
         with lablib.StandaloneFactories(root / "factories", log_level="critical") as factories:
             lab = build_lab(factories.manager, root / "lab")
-            with lablib.RunningDaemons(lablib.daemons(lab)):
+            with lablib.RunningDaemons(api_lab.daemons(lab)):
                 run_story(lab, factories.event_listener)
                 heading("stopping every daemon the demo started")
     except KeyboardInterrupt:
