@@ -286,7 +286,7 @@ def sync_keys(test=False, prune=False):
     denied keys are never accepted anywhere. Keys accepted only on a peer are
     reported as ``extra`` and deleted (with a backup on the peer) only with
     ``prune=True``. One request per peer per batch (``ha:sync_batch_size``,
-    default 500). Unreachable or broken peers are reported; the others are synced.
+    default 2000). Unreachable or broken peers are reported; the others are synced.
     Syncs started on this master run one at a time.
 
     test
