@@ -25,6 +25,8 @@ demo: venv
 bench: venv
 	$(PY) bench/probe.py
 	$(PY) bench/failover.py
+	$(PY) bench/beacon.py
+	$(PY) bench/sync_keys.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .demo
