@@ -757,6 +757,43 @@ def check_random_master(ctx):
     return findings
 
 
+def ha_beacon_options(opts):
+    """The ``ha`` beacon's options (Salt's list-of-dicts form merged), or None when not configured."""
+    beacons = opts.get("beacons")
+    config = beacons.get("ha") if isinstance(beacons, dict) else None
+    if config is None:
+        return None
+    merged = {}
+    for item in config if isinstance(config, list) else [config]:
+        if isinstance(item, dict):
+            merged.update(item)
+    return merged
+
+
+def check_ha_beacon_timing(ctx):
+    """
+    Rule 16: Salt counts a beacon's ``interval`` in ``loop_interval`` units
+    (salt/beacons/__init__.py), so any loop_interval but 1 s changes the ha beacon's
+    real interval, and with it the hang detection time.
+    """
+    beacon = ha_beacon_options(ctx.opts)
+    if beacon is None:
+        return []
+    findings = []
+    loop = ctx.number("loop_interval")
+    if loop and loop != 1:
+        findings.append(
+            finding(
+                "warning", "loop_interval",
+                f"loop_interval is {fmt_seconds(loop)} s: Salt counts the ha beacon's interval "
+                f"in loop_intervals, so interval {beacon.get('interval', 5)} means "
+                f"{fmt_seconds(as_number(beacon.get('interval', 5)) * loop)} s",
+                "loop_interval: 1 (Salt's default)",
+            )  # fmt: skip
+        )
+    return findings
+
+
 RULES = (
     check_unknown_options,
     check_option_types,
@@ -778,6 +815,7 @@ RULES = (
     check_auth_safemode,
     check_retry_dns,
     check_random_master,
+    check_ha_beacon_timing,
 )
 
 

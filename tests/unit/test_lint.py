@@ -321,3 +321,21 @@ def test_daemon_options_drop_salt_call_cli_overrides():
     assert merged["auth_timeout"] == salt.config.DEFAULT_MINION_OPTS["auth_timeout"]
     assert merged["master"] == ["a", "b"]
     assert ha_lint.daemon_options(salt_call_opts, {"auth_timeout": 30})["auth_timeout"] == 30
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        ({"loop_interval": 0.05, "beacons": {"ha": [{"interval": 1}, {"timeout": 0.7}]}}, {"loop_interval"}),
+        ({"loop_interval": 2, "beacons": {"ha": [{"interval": 2}]}}, {"loop_interval"}),
+        ({"loop_interval": 1, "beacons": {"ha": [{"interval": 2}]}}, set()),
+        ({"beacons": {"ha": [{"interval": 2}, {"timeout": 0.7}]}}, set()),
+        ({"loop_interval": 0.05}, set()),  # no ha beacon: nothing to say
+    ],
+)
+def test_ha_beacon_timing(extra, expected):
+    opts = {"master": ["127.0.0.1", "127.0.0.2"], "master_type": "failover",
+            "master_alive_interval": 10, "retry_dns": 0, **extra}  # fmt: skip
+    findings = ha_lint.lint_options(opts, written_keys=[])
+    flagged = {f["option"] for f in findings if f["severity"] == "warning"}
+    assert flagged == expected, findings
