@@ -3,7 +3,9 @@
 import logging
 import os
 import pathlib
+import shutil
 import sys
+import tempfile
 
 import pytest
 import salt._logging.impl
@@ -24,10 +26,16 @@ for _handler in logging.root.handlers[:]:
 
 
 @pytest.fixture(scope="session")
-def salt_factories_config(tmp_path_factory):
-    """Keyword arguments for salt-factories' FactoriesManager."""
-    return {
-        "root_dir": tmp_path_factory.mktemp("salt-factories"),
+def salt_factories_config():
+    """
+    Keyword arguments for salt-factories' FactoriesManager. The root is a short
+    /tmp/sha-XXXXXXXX rather than pytest's tmp_path: Salt's IPC sockets live under
+    each daemon's root and AF_UNIX paths end at 107 bytes.
+    """
+    root = pathlib.Path(tempfile.mkdtemp(prefix="sha-"))
+    yield {
+        "root_dir": root,
         "inject_sitecustomize": False,
         "start_timeout": 120 if os.environ.get("CI") else 60,
     }
+    shutil.rmtree(root, ignore_errors=True)

@@ -9,12 +9,17 @@ The ``ha`` states on real daemons, applied from the shipped examples.
    B's 3008-layout pki dir; after B restarts, a minion failing over from A (killed
    again) reaches B cleanly.
 
+3. ``restart=True`` on a real minion: its return reaches master A, then the
+   restart helper stops it and its ``minion_restart_command`` starts it again
+   daemonized with the new drop-in; it then fails over to B when A is killed.
+
 salt-factories runs minions in the foreground without a supervisor, so the lab
-pillar sets ``restart: False`` and the test restarts the minion itself
-(``restart=True`` is covered by the functional tests).
+pillar sets ``restart: False``: test 1 restarts the minion itself, test 3 gives
+it a ``minion_restart_command`` (``state_lab.set_daemon_restart_command``).
 """
 
 import pathlib
+import time
 
 import pytest
 import yaml
@@ -144,3 +149,73 @@ def test_master_keypair_makes_a_master_with_another_key_a_failover_target(split_
     assert lablib.answers_through(master_a, minion.id, 30) is not None, "no answer through A after restart"
     lablib.kill(master_a)
     assert lablib.answers_through(master_b, minion.id, 30) is not None, "no failover to B after the key fix"
+
+
+@pytest.fixture
+def restartable_minion_lab(salt_factories, tmp_path):
+    """
+    As ``single_master_lab``, but the minion has a ``minion_restart_command`` that
+    starts it again daemonized (``-d``), so ``restart=True`` can really restart it.
+    The daemonized minion is not tracked by salt-factories: stopped here by its pid.
+    """
+    lab = lablib.Lab(salt_factories, tmp_path)
+    minion_pillar = {"masters": list(lab.ips), "alive_interval": 2, "restart": False}
+    pillar = state_lab.pillar_root(tmp_path / "pillar", {"ha": {"minion": minion_pillar}})
+    lab.add_master("a", lablib.LOOPBACK_A, overrides=state_lab.example_roots(pillar))
+    lab.add_master("b", lablib.LOOPBACK_B)
+    minion = state_lab.add_single_master_minion(lab, "ha-rst-minion")
+    state_lab.set_daemon_restart_command(minion)
+    foreground_pid = None
+    try:
+        with lablib.RunningDaemons(lablib.daemons(lab)):
+            foreground_pid = minion.pid
+            yield lab
+    finally:
+        # A restart still under way when a test fails may start the daemon late:
+        # give it a bounded moment (no wait when it already runs), then stop it by pid.
+        deadline = time.monotonic() + 10
+        pid = state_lab.pidfile_pid(minion)
+        while pid in (None, foreground_pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            pid = state_lab.pidfile_pid(minion)
+        if pid not in (None, foreground_pid):
+            state_lab.stop_pid_tree(pid)
+
+
+def test_restart_true_restarts_a_real_minion_which_then_fails_over(restartable_minion_lab):
+    lab = restartable_minion_lab
+    minion = lab.minions["ha-rst-minion"]
+    master_a, master_b = lab.masters["a"], lab.masters["b"]
+    dropin = state_lab.dropin_path(minion, DROPIN)
+    cli = master_a.salt_cli(timeout=120)
+    old_pid = state_lab.pidfile_pid(minion)
+    assert old_pid == minion.pid, (old_pid, minion.pid)
+
+    applied = cli.run(
+        "state.apply", "ha.minion", 'pillar={"ha": {"minion": {"restart": true}}}',
+        minion_tgt=minion.id,
+    )  # fmt: skip
+    assert applied.returncode == 0, applied.stdout
+    result = only_result(applied.data)  # the return reached master A before the restart
+    assert result["result"] is True, result
+    assert "restarts in the background (minion_restart_command" in result["comment"], result
+    assert yaml.safe_load(dropin.read_text())["master_type"] == "failover"
+
+    deadline = time.monotonic() + 60
+    new_pid = status = None
+    while time.monotonic() < deadline:
+        minion.is_running()  # reaps the stopped foreground minion (see state_lab)
+        new_pid = state_lab.pidfile_pid(minion)
+        if new_pid not in (None, old_pid):
+            ret = cli.run("ha.status", "timeout=2", minion_tgt=minion.id, _timeout=5)
+            status = ret.data if ret.returncode == 0 else None
+            if isinstance(status, dict) and status.get("total") == 2:
+                break
+        time.sleep(0.2)
+    assert new_pid not in (None, old_pid), f"pidfile still holds {new_pid} (old {old_pid})"
+    assert not minion.is_running(), "the foreground minion was not stopped"
+    assert isinstance(status, dict) and status.get("total") == 2, status
+    assert status["connected"] == lablib.LOOPBACK_A, status
+
+    lablib.kill(master_a)
+    assert lablib.answers_through(master_b, minion.id, 30) is not None, "no answer through B within 30 s"

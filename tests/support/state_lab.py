@@ -8,7 +8,9 @@ that overrides only what the lab must (loopback masters, no self-restart).
 
 import pathlib
 import shutil
+import sys
 
+import psutil
 import yaml
 
 from tests.support import lab as lablib
@@ -59,3 +61,85 @@ def state_results(data):
     """The state returns of a ``state.apply``/``state.sls`` return, in run order."""
     assert isinstance(data, dict), data
     return sorted(data.values(), key=lambda item: item.get("__run_num__", 0))
+
+
+RESTART_COMMAND_DROPIN = "lab-restart-command.conf"
+
+# Salt refuses to start while the process in run/process_responsibility_minion.pid
+# exists, and a zombie exists: the foreground minion stopped by the restart helper
+# stays a zombie until salt-factories (its parent, in the pytest process) reaps it,
+# whereas a daemon's parent (init, systemd) reaps at once. So the restart command
+# waits (bounded) until that process is reaped, then execs the daemonized minion.
+# argv: <responsibility file> <seconds> <command...>
+WAIT_REAPED_THEN_EXEC = """\
+import json, os, sys, time
+import psutil
+path, seconds, command = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+try:
+    with open(path, encoding="utf-8") as handle:
+        pid = json.load(handle).get("pid")
+except (OSError, ValueError, AttributeError):
+    pid = None
+deadline = time.monotonic() + seconds
+while isinstance(pid, int) and psutil.pid_exists(pid) and time.monotonic() < deadline:
+    time.sleep(0.1)
+os.execv(command[0], command)
+"""
+
+
+def set_daemon_restart_command(minion, reap_wait=30):
+    """
+    Give a (not started) minion factory a ``minion_restart_command`` (in a
+    ``minion.d`` drop-in) that starts the same minion again daemonized (``-d``
+    writes the pidfile), once the stopped one has been reaped (see
+    ``WAIT_REAPED_THEN_EXEC``; the test must keep polling ``minion.is_running()``).
+    salt-factories runs minions in the foreground with ``--disable-keepalive``,
+    which ``ha.minion_failover`` cannot restart otherwise.
+    """
+    pidfile = pathlib.Path(minion.config["pidfile"])
+    responsibility = pidfile.parent / f"process_responsibility_{pidfile.name}"
+    daemon = [str(part) for part in minion.cmdline("-d")]
+    command = [sys.executable, "-c", WAIT_REAPED_THEN_EXEC, str(responsibility), str(reap_wait), *daemon]
+    path = dropin_path(minion, RESTART_COMMAND_DROPIN)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"minion_restart_command": command}, default_flow_style=False))
+    return command
+
+
+def pidfile_pid(minion):
+    """The pid in the minion's pidfile if that process is alive, else None."""
+    try:
+        pid = int(pathlib.Path(minion.config["pidfile"]).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return None
+    except psutil.NoSuchProcess:
+        return None
+    return pid
+
+
+def stop_pid_tree(pid, seconds=30):
+    """
+    Stop one daemon by pid (one not tracked by salt-factories): SIGTERM it, wait
+    (bounded), then SIGKILL it and whatever of its process tree (listed before the
+    SIGTERM, matched by start time) is still there. Returns the pids it found.
+    """
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+    try:
+        root.terminate()
+    except psutil.NoSuchProcess:
+        pass
+    _gone, alive = psutil.wait_procs(tree, timeout=seconds)
+    for process in alive:  # psutil.Process checks the start time: no reused pid is hit
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=10)
+    return [process.pid for process in tree]
