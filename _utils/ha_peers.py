@@ -29,6 +29,8 @@ import urllib.parse
 import requests
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
+import ha_probe
+
 log = logging.getLogger(__name__)
 
 MASK = "*****"
@@ -90,20 +92,6 @@ def _validate_verify(name, value):
     )
 
 
-def _validate_timeout(name, value):
-    if isinstance(value, bool):
-        raise SaltInvocationError(f"ha:peers:{name}:timeout {value!r} is not a number of seconds")
-    try:
-        timeout = float(value)
-    except (TypeError, ValueError) as err:
-        raise SaltInvocationError(
-            f"ha:peers:{name}:timeout {value!r} is not a number of seconds"
-        ) from err
-    if not 0 < timeout <= 3600:
-        raise SaltInvocationError(f"ha:peers:{name}:timeout {value!r} is out of range (0-3600]")
-    return timeout
-
-
 def peer_config(name, entry, resolve_secret=None):
     """
     One validated :class:`PeerConfig` from its ``ha:peers`` entry.
@@ -137,7 +125,9 @@ def peer_config(name, entry, resolve_secret=None):
         password=password,
         eauth=eauth,
         verify=_validate_verify(name, entry.get("verify", True)),
-        timeout=_validate_timeout(name, entry.get("timeout", DEFAULT_TIMEOUT)),
+        timeout=ha_probe.validate_timeout(
+            entry.get("timeout", DEFAULT_TIMEOUT), what=f"ha:peers:{name}:timeout", maximum=3600
+        ),
     )
 
 

@@ -28,8 +28,8 @@ PING_LOAD = {"cmd": "ping"}
 COLLECT_SLACK = 0.1
 
 
-def validate_timeout(timeout, what="timeout"):
-    """Return ``timeout`` as a float of seconds in (0, 300], or raise naming the value."""
+def validate_timeout(timeout, what="timeout", maximum=300):
+    """Return ``timeout`` as a float of seconds in (0, maximum], or raise naming the value."""
     from salt.exceptions import SaltInvocationError  # pylint: disable=import-outside-toplevel
 
     if isinstance(timeout, bool):
@@ -38,8 +38,8 @@ def validate_timeout(timeout, what="timeout"):
         value = float(timeout)
     except (TypeError, ValueError) as err:
         raise SaltInvocationError(f"{what} {timeout!r} is not a number of seconds") from err
-    if not 0 < value <= 300:
-        raise SaltInvocationError(f"{what} {timeout!r} must be more than 0 and at most 300")
+    if not 0 < value <= maximum:
+        raise SaltInvocationError(f"{what} {timeout!r} is out of range (0-{maximum:g}]")
     return value
 
 
