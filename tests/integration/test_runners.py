@@ -9,11 +9,9 @@ is last. Master B runs the reactor of ``examples/reactor/ha_keys.sls``.
 
 import concurrent.futures
 import contextlib
-import http.server
 import json
 import os
 import pathlib
-import threading
 import time
 
 import ha_keys
@@ -23,6 +21,7 @@ import salt.key
 import salt.utils.yaml
 
 from tests.support import api_lab
+from tests.support import fake_http
 from tests.support import lab as lablib
 
 pytestmark = pytest.mark.integration
@@ -83,33 +82,18 @@ def peers_dropin(master, peers):
         path.unlink()
 
 
-class GarbageApi(http.server.BaseHTTPRequestHandler):
+class GarbageApi(fake_http.QuietHandler):
     """Logs anyone in, then answers every runner call with a bare string."""
 
     def do_POST(self):  # noqa: N802 (http.server API)
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        body = {"return": [{"token": "garbage-token"}]} if self.path == "/login" else {"return": ["surprise"]}
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+        self.read_body()
+        self.send_json({"return": [{"token": "garbage-token"}]} if self.path == "/login" else {"return": ["surprise"]})
 
 
 @pytest.fixture
 def garbage_api():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), GarbageApi)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with fake_http.serving(GarbageApi) as server:
+        yield fake_http.url_of(server)
 
 
 def all_peers(lab, source, **changes):

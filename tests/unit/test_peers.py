@@ -1,73 +1,54 @@
 """Peer client against a fake salt-api on 127.0.0.1; config validation; password masking."""
 
-import http.server
 import json
 import logging
-import threading
 
 import pytest
 from salt.exceptions import SaltInvocationError
 
 import ha_peers
+from tests.support import fake_http
 
 PASSWORD = "s3cr3t-Pa55word"
 TOKEN = "tok-123456789"
 
 
-class FakeApi(http.server.BaseHTTPRequestHandler):
+class FakeApi(fake_http.QuietHandler):
     """A salt-api stand-in: behaviour chosen by ``server.mode``; requests recorded."""
 
     def do_POST(self):  # noqa: N802 (http.server API)
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"null")
+        body = json.loads(self.read_body() or b"null")
         self.server.requests.append({"path": self.path, "body": body, "token": self.headers.get("X-Auth-Token")})
         mode = self.server.mode
         if self.path == "/login":
             if mode == "echo-password-error":
-                return self._send(500, f"auth backend said: bad password {body['password']}".encode())
+                return self.send_body(500, f"auth backend said: bad password {body['password']}".encode())
             if body.get("password") != PASSWORD:
-                return self._send(401, b"{}")
-            return self._json({"return": [{"token": TOKEN, "eauth": body["eauth"]}]})
+                return self.send_body(401, b"{}")
+            return self.send_json({"return": [{"token": TOKEN, "eauth": body["eauth"]}]})
         if self.headers.get("X-Auth-Token") != TOKEN or mode == "expired-once" and self.server.expire():
-            return self._send(401, b"{}")
+            return self.send_body(401, b"{}")
         if mode == "html":
-            return self._send(200, b"<html>not json</html>")
+            return self.send_body(200, b"<html>not json</html>")
         low = body[0]
         if low["client"] == "wheel":
-            return self._json({"return": [{"tag": "salt/wheel/1", "data": {"return": {"fun": low["fun"]}}}]})
-        return self._json({"return": [{"fun": low["fun"], "kwargs": {k: v for k, v in low.items() if k not in ("client", "fun")}}]})
+            return self.send_json({"return": [{"tag": "salt/wheel/1", "data": {"return": {"fun": low["fun"]}}}]})
+        return self.send_json({"return": [{"fun": low["fun"], "kwargs": {k: v for k, v in low.items() if k not in ("client", "fun")}}]})
 
-    def _json(self, data):
-        self._send(200, json.dumps(data).encode(), "application/json")
-
-    def _send(self, code, data, ctype="text/plain"):
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture
 def fake_api():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeApi)
-    server.requests, server.mode = [], "ok"
-    expired = []
-    server.expire = lambda: not expired and not expired.append(True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with fake_http.serving(FakeApi) as server:
+        server.requests, server.mode = [], "ok"
+        expired = []
+        server.expire = lambda: not expired and not expired.append(True)
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def peer(server, **changes):
     entry = {
-        "url": f"http://127.0.0.1:{server.server_address[1]}/",
+        "url": f"{fake_http.url_of(server)}/",
         "eauth": "sharedsecret",
         "username": "ha-sync",
         "password": PASSWORD,
