@@ -160,6 +160,12 @@ def test_conflicting_key_on_b_is_reported_and_untouched(api3):
     assert any("differs" in reason["reason"] and b.id in reason["reason"] for reason in entry["reasons"])
 
 
+def receive_on(lab, name, items):
+    """Send ``items`` straight to master ``name``'s receiving runner, as a peer would."""
+    with ha_peers.PeerClient(ha_peers.peer_config(name, lab.peer_entry(name))) as client:
+        return client.runner("ha.receive_keys", items=items)
+
+
 @pytest.mark.parametrize(
     "bad_id",
     ["../x", "a/b", "x\0y", "", "a" * 300, "..", ".hidden", "a\\b", "line\nbreak"],
@@ -169,12 +175,7 @@ def test_malicious_ids_sent_to_the_receiving_runner_are_refused(api3, bad_id):
     b = api3.masters["b"]
     pem = api_lab.random_public_pem()
     before = key_files(b)
-    peer = ha_peers.peer_config("b", api3.peer_entry("b"))
-    with ha_peers.PeerClient(peer) as client:
-        answer = client.runner(
-            "ha.receive_keys",
-            items=[{"action": "accept", "id": bad_id, "fingerprint": ha_keys.fingerprint(pem), "pem": pem}],
-        )
+    answer = receive_on(api3, "b", [{"action": "accept", "id": bad_id, "fingerprint": ha_keys.fingerprint(pem), "pem": pem}])
     assert answer["accepted"] == [] and len(answer["refused"]) == 1, answer
     assert key_files(b) == before
     assert not (pathlib.Path(b.config["pki_dir"]) / "x").exists()
@@ -184,16 +185,15 @@ def test_forged_key_and_fingerprint_are_refused(api3):
     b = api3.masters["b"]
     pem = api_lab.random_public_pem()
     before = key_files(b)
-    peer = ha_peers.peer_config("b", api3.peer_entry("b"))
-    with ha_peers.PeerClient(peer) as client:
-        answer = client.runner(
-            "ha.receive_keys",
-            items=[
-                {"action": "accept", "id": "forged-fp", "fingerprint": "00:11", "pem": pem},
-                {"action": "accept", "id": "not-a-key", "fingerprint": "00:11", "pem": "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"},
-                {"action": "format-disk", "id": "evil", "fingerprint": "00:11"},
-            ],
-        )
+    answer = receive_on(
+        api3,
+        "b",
+        [
+            {"action": "accept", "id": "forged-fp", "fingerprint": "00:11", "pem": pem},
+            {"action": "accept", "id": "not-a-key", "fingerprint": "00:11", "pem": "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"},
+            {"action": "format-disk", "id": "evil", "fingerprint": "00:11"},
+        ],
+    )
     assert answer["accepted"] == [] and len(answer["refused"]) == 3, answer
     assert key_files(b) == before
 
