@@ -3,8 +3,9 @@ Runner ``ha`` against three real masters (127.0.0.1/.2/.3), each with its own
 salt-api on loopback (master c over TLS with a CA made by the test), and one
 failover minion ``[a, b]`` whose key is accepted on A only.
 
-The tests share one lab and run in file order: the failover test, which kills A,
-is last. Master B runs the reactor of ``examples/reactor/ha_keys.sls``.
+The tests share one lab but not its state: before each test every master runs and
+holds A's accepted keys (the ``in_sync`` fixture), so any test runs alone or in any
+order. Master B runs the reactor of ``examples/reactor/ha_keys.sls``.
 """
 
 import concurrent.futures
@@ -46,6 +47,28 @@ def api3(salt_factories, tmp_path_factory):
     lab.started_at = time.time()
     with lablib.RunningDaemons(api_lab.daemons(lab)):
         yield lab
+
+
+def make_keys_equal_to_a(lab):
+    """B and C hold exactly A's accepted keys, written as ``salt-key`` leaves them."""
+    source = {path.name: path.read_text() for path in key_dir(lab.masters["a"]).iterdir() if path.is_file()}
+    for name in ("b", "c"):
+        folder = key_dir(lab.masters[name])
+        for path in folder.iterdir():
+            if path.is_file() and source.get(path.name) != path.read_text():
+                path.unlink()
+        missing = {minion_id: pem for minion_id, pem in source.items() if not (folder / minion_id).is_file()}
+        api_lab.write_minion_keys(lab.masters[name].config["pki_dir"], missing)
+
+
+@pytest.fixture(autouse=True)
+def in_sync(api3):
+    """Every master up and in sync before each test, whatever the test before it left."""
+    for master in api3.masters.values():
+        if not master.is_running():
+            master.start()
+    make_keys_equal_to_a(api3)
+    return api3
 
 
 def run(master, fun, *args, timeout=120):
@@ -106,6 +129,9 @@ def all_peers(lab, source, **changes):
 
 def test_minion_on_a_only_is_reported_then_fixed_by_sync_keys(api3):
     a, b, c = (api3.masters[name] for name in "abc")
+    for peer in (b, c):  # accepted on A only, as the lab seeded it
+        with contextlib.suppress(FileNotFoundError):
+            (key_dir(peer) / MINION).unlink()
     before = run(a, "ha.readiness")
     assert before["unreachable"] == {}
     [entry] = [item for item in before["not_ready"] if item["minion"] == MINION]
@@ -254,10 +280,14 @@ def test_reactor_syncs_a_key_accepted_on_b_within_seconds(api3):
 
 def test_progress_events_and_no_password_anywhere(api3, salt_factories):
     a = api3.masters["a"]
+    started = time.time()
     run(a, "ha.sync_keys", "test=True")
-    events = list(salt_factories.event_listener.store)
-    progress = [event for event in events if event.daemon_id == a.id and event.tag.endswith("/progress")]
-    assert progress and all("message" in event.data for event in progress)
+    listener = salt_factories.event_listener
+    pattern = [(a.id, "salt/run/*/progress")]
+    assert listener.wait_for_events(pattern, timeout=30, after_time=started).found_all_events
+    progress = listener.get_events(pattern, after_time=started)
+    assert all("message" in event.data for event in progress)
+    events = list(listener.store)
     password = api3.password
     assert all(password not in json.dumps(event.full_data, default=str) for event in events)
     assert all(password not in output for output in OUTPUTS)
@@ -268,7 +298,7 @@ def test_progress_events_and_no_password_anywhere(api3, salt_factories):
     ]
     for path in logs:
         text = path.read_text(errors="replace")
-        assert "ha.receive_keys" in text or "ha.local_inventory" in text or "api" in path.name, path
+        assert any(f"ha.{fun}" in text for fun in ("sync_keys", "receive_keys", "local_inventory")) or "api" in path.name, path
         assert password not in text, path
 
 
@@ -308,6 +338,9 @@ def test_sigkill_of_a_receiving_master_mid_sync_leaves_no_half_written_key(api3)
 
 def test_minion_synced_by_ha_fails_over_to_b_when_a_is_killed(api3):
     a, b = api3.masters["a"], api3.masters["b"]
+    for peer in (b, api3.masters["c"]):  # accepted on A only until ha.sync_keys runs
+        (key_dir(peer) / MINION).unlink()
+    assert run(a, "ha.sync_keys")["peers"][b.id]["accepted"] == [MINION]
     lablib.kill(a)
     deadline = time.monotonic() + 60
     answered = None
