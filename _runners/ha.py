@@ -250,18 +250,35 @@ def _sync_peer(client, read_pems, source_keys, test, prune, batch_size):
     _progress(f"ha.sync_keys: {name}: {ha_keysync.summarize(plan)}")
     if not items:
         return report
-    for number, batch in enumerate(ha_keysync.batches(items, batch_size), start=1):
-        answer = _checked(
-            client.runner("ha.receive_keys", items=batch),
-            ("accepted", "deleted", "conflicts", "refused"),
-            "ha.receive_keys",
-        )
-        report["accepted"] += answer["accepted"]
-        report["deleted"] += answer["deleted"]
-        report["conflicts"] += answer["conflicts"]
-        report["refused"] += answer["refused"]
+    for number, answer in enumerate(_send_items(client, items, batch_size), start=1):
+        for field in ("accepted", "deleted", "conflicts", "refused"):
+            report[field] += answer[field]
         _progress(f"ha.sync_keys: {name}: batch {number}, {len(report['accepted'])} accepted so far")
     return report
+
+
+def _send_items(client, items, batch_size):
+    """
+    Yield the peer's ``ha.receive_keys`` answer for each batch of ``items``. A batch
+    refused as too large (HTTP 413, from the peer or a proxy in front of it: nothing
+    was applied) is halved, and the smaller size kept for the rest of the run.
+    """
+    position, size = 0, batch_size
+    while position < len(items):
+        batch = items[position : position + size]
+        try:
+            answer = client.runner("ha.receive_keys", items=batch)
+        except ha_peers.PeerRequestTooLarge:
+            if len(batch) == 1:
+                raise
+            size = len(batch) // 2
+            log.warning(
+                "Peer %s refused %d keys in one request as too large (HTTP 413); sending %d per request",
+                client.peer.name, len(batch), size,
+            )  # fmt: skip
+            continue
+        position += len(batch)
+        yield _checked(answer, ("accepted", "deleted", "conflicts", "refused"), "ha.receive_keys")
 
 
 def _pem_reader(store):
@@ -286,7 +303,8 @@ def sync_keys(test=False, prune=False):
     denied keys are never accepted anywhere. Keys accepted only on a peer are
     reported as ``extra`` and deleted (with a backup on the peer) only with
     ``prune=True``. One request per peer per batch (``ha:sync_batch_size``,
-    default 2000). Unreachable or broken peers are reported; the others are synced.
+    default 5000; a batch refused as too large, HTTP 413, is halved). Unreachable
+    or broken peers are reported; the others are synced.
     Syncs started on this master run one at a time.
 
     test

@@ -231,8 +231,7 @@ class KeyStore:
             for entry in entries:
                 if entry.name.startswith(".") or entry.is_symlink() or not entry.is_file():
                     continue
-                stat = entry.stat(follow_symlinks=False)
-                signature = [stat.st_ino, stat.st_mtime_ns, stat.st_size]
+                signature = _signature(entry.stat(follow_symlinks=False))
                 cached = known.get(entry.name)
                 if isinstance(cached, list) and len(cached) == 4 and cached[:3] == signature:
                     fingerprint = cached[3]
@@ -257,6 +256,19 @@ class KeyStore:
         except (OSError, ValueError):
             return {}
         return data if isinstance(data, dict) else {}
+
+    def _remember(self, state, entries):
+        """
+        Add ``{minion_id: [inode, mtime_ns, size, fingerprint]}`` of key files this
+        process just wrote to the remembered fingerprints: the next inventory need not
+        read them back. A file replaced since has another inode, so it is read again.
+        """
+        if not entries:
+            return
+        remembered = self._load_fingerprint_cache()
+        known = remembered.get(state)
+        remembered[state] = {**(known if isinstance(known, dict) else {}), **entries}
+        self._save_fingerprint_cache(remembered)
 
     def _save_fingerprint_cache(self, data):
         try:
@@ -319,7 +331,7 @@ class KeyStore:
             return failed
         folder = os.path.join(self.pki_dir, STATE_DIRS["accepted"])
         os.makedirs(folder, exist_ok=True)
-        staged = {}
+        staged, written = {}, {}
         try:
             for minion_id, pem in keys.items():
                 try:
@@ -327,17 +339,19 @@ class KeyStore:
                 except OSError as err:
                     failed[minion_id] = f"cannot write the key of {minion_id!r}: {err}"
             os.sync()
-            for minion_id, tmp in list(staged.items()):
+            for minion_id, (tmp, signature) in list(staged.items()):
                 os.replace(tmp, os.path.join(folder, minion_id))
                 del staged[minion_id]
+                written[minion_id] = [*signature, ha_keys.fingerprint(keys[minion_id])]
                 pending = self.path("pending", minion_id)
                 if os.path.isfile(pending) and not os.path.islink(pending):
                     os.remove(pending)
             _fsync_folder(folder)
         finally:
-            for tmp in staged.values():
+            for tmp, _ in staged.values():
                 with contextlib.suppress(OSError):
                     os.remove(tmp)
+            self._remember("accepted", written)
         return failed
 
     def sweep_staged(self):
@@ -372,17 +386,26 @@ class KeyStore:
 
 
 def _stage(folder, minion_id, pem):
-    """Write ``pem`` to a new dot-named temp file in ``folder``; return its path."""
+    """
+    Write ``pem`` to a new dot-named temp file in ``folder``; return its path and its
+    signature ``[inode, mtime_ns, size]``, which the rename into place keeps.
+    """
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{STAGE_PREFIX}{minion_id[:32]}.", suffix=".tmp")
     try:
         os.fchmod(fd, KEY_FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
             handle.write(pem.encode("utf-8"))
+        stat = os.stat(tmp, follow_symlinks=False)
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
-    return tmp
+    return tmp, _signature(stat)
+
+
+def _signature(stat):
+    """What tells a key file changed: every atomic replacement changes the inode."""
+    return [stat.st_ino, stat.st_mtime_ns, stat.st_size]
 
 
 def _fsync_folder(folder):

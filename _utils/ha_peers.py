@@ -44,6 +44,10 @@ class PeerError(CommandExecutionError):
     """A peer could not be reached, refused us, or answered something unusable."""
 
 
+class PeerRequestTooLarge(PeerError):
+    """The peer, or a proxy in front of it, refused a request body as too large (HTTP 413)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class PeerConfig:
     """One peer master's salt-api, as configured (the password never shows in repr)."""
@@ -202,6 +206,10 @@ class PeerClient:
     def _json(self, response, what):
         if response.status_code in (401, 403):
             self._fail(f"{what} refused (HTTP {response.status_code}): check eauth, username and password")
+        if response.status_code == 413:
+            raise PeerRequestTooLarge(
+                self._masked(f"peer {self.peer.name} ({self.peer.url}): {what} refused: HTTP 413, request too large")
+            )
         if response.status_code != 200:
             self._fail(f"{what} failed: HTTP {response.status_code} {response.text[:ANSWER_EXCERPT]!r}")
         try:

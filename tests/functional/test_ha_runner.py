@@ -4,6 +4,8 @@ pki dir in tmp_path): the receiving side writes through the key store, atomicall
 with backups on prune; sync_keys with unreachable peers; progress events.
 """
 
+import json
+import logging
 import os
 import pathlib
 
@@ -12,7 +14,9 @@ import salt.key
 import salt.loader
 
 import ha_keys
+import ha_keystore
 from tests.support import api_lab
+from tests.support import fake_http
 
 MINIONS = "minions"
 
@@ -180,3 +184,74 @@ def test_remembered_fingerprints_follow_every_change_on_disk(runners, opts):
     assert keys["accepted"] == {} and keys["rejected"] == {"web1": ha_keys.fingerprint(second)}
     digests = inventory(keys="digests", trees=False)
     assert "keys" in digests and digests["keys"] == {} and digests["key_counts"]["rejected"] == 1
+
+
+class LimitedPeerApi(fake_http.QuietHandler):
+    """
+    A peer's salt-api behind a proxy refusing bodies over ``server.limit`` bytes
+    (HTTP 413, as nginx's ``client_max_body_size`` does); what passes is run by the
+    real ``ha`` runner functions of ``server.runners`` (the peer's own pki dir).
+    """
+
+    def do_POST(self):  # noqa: N802 (http.server API)
+        body = self.read_body()
+        if len(body) > self.server.limit:
+            self.server.refused.append(len(body))
+            return self.send_body(413, b"<html>413 Request Entity Too Large</html>", "text/html")
+        if self.path == "/login":
+            return self.send_json({"return": [{"token": "peer-token"}]})
+        low = json.loads(body)[0]
+        function = self.server.runners[low.pop("fun")]
+        low.pop("client")
+        self.server.sizes.append(len(low.get("items", [])))
+        return self.send_json({"return": [function(**low)]})
+
+
+def test_batches_refused_as_too_large_are_halved_until_they_pass(runners, opts, master_config, tmp_path, caplog):
+    peer_opts = dict(master_config, pki_dir=str(tmp_path / "peer-pki"), ha={})
+    for folder in ("minions", "minions_pre", "minions_rejected", "minions_denied"):
+        os.makedirs(os.path.join(peer_opts["pki_dir"], folder))
+    keys = {f"web{number:02d}": api_lab.random_public_pem() for number in range(60)}
+    api_lab.write_minion_keys(opts["pki_dir"], keys)
+    with fake_http.serving(LimitedPeerApi) as server:
+        server.runners = salt.loader.runner(peer_opts, utils=salt.loader.utils(peer_opts))
+        server.limit, server.refused, server.sizes = 20_000, [], []  # ~30 keys a request
+        opts["ha"] = {
+            "sync_batch_size": 50,
+            "peers": {"peer": {"url": fake_http.url_of(server), "username": "u", "password": "pw-xyz"}},
+        }
+        with caplog.at_level(logging.WARNING):
+            result = runners["ha.sync_keys"]()
+    assert result["result"] is True, result
+    assert sorted(result["peers"]["peer"]["accepted"]) == sorted(keys)
+    assert server.refused and all(size > server.limit for size in server.refused)
+    assert server.sizes == [0, 0, 25, 25, 10], server.sizes  # two inventories, then 50 -> 25 for the rest
+    assert "HTTP 413" in caplog.text and "sending 25 per request" in caplog.text
+    assert {name: (pathlib.Path(peer_opts["pki_dir"]) / MINIONS / name).read_text() for name in keys} == keys
+
+
+def test_a_single_key_refused_as_too_large_fails_that_peer(runners, opts):
+    api_lab.write_minion_keys(opts["pki_dir"], {"web1": api_lab.random_public_pem()})
+    with fake_http.serving(LimitedPeerApi) as server:
+        server.limit, server.refused, server.sizes = 300, [], []
+        server.runners = {"ha.local_inventory": lambda **kwargs: {"master": "peer", "keys": {}, "key_digests": {}, "master_pub_fingerprint": None}}
+        opts["ha"] = {"peers": {"peer": {"url": fake_http.url_of(server), "username": "u", "password": "pw-xyz"}}}
+        result = runners["ha.sync_keys"]()
+    assert result["failed"] == ["peer"]
+    assert "HTTP 413" in result["peers"]["peer"]["error"]
+
+
+def test_received_keys_are_remembered_so_the_next_inventory_reads_none(runners, opts, monkeypatch):
+    items = [accept_item(f"web{number}") for number in range(3)]
+    runners["ha.receive_keys"](items=items)
+    reads = []
+    original = ha_keystore.KeyStore._read
+    monkeypatch.setattr(ha_keystore.KeyStore, "_read", staticmethod(lambda path: reads.append(path) or original(path)))
+    expected = {item["id"]: item["fingerprint"] for item in items}
+    assert runners["ha.local_inventory"](trees=False)["keys"]["accepted"] == expected
+    assert reads == []
+    replacement = api_lab.random_public_pem()
+    api_lab.write_minion_keys(opts["pki_dir"], {"web1": "placeholder"})  # rewritten in place: size and mtime change
+    api_lab.write_minion_keys(opts["pki_dir"], {"web1": replacement})
+    assert runners["ha.local_inventory"](trees=False)["keys"]["accepted"]["web1"] == ha_keys.fingerprint(replacement)
+    assert [pathlib.Path(path).name for path in reads] == ["web1"]

@@ -74,16 +74,6 @@ def test_items_carry_the_pem_and_fingerprint():
     assert items == [{"action": "accept", "id": "web1", "fingerprint": "fp", "pem": "PEM"}]
 
 
-def test_batches_make_one_request_per_batch():
-    items = list(range(1201))
-    chunks = ha_keysync.batches(items, 500)
-    assert [len(chunk) for chunk in chunks] == [500, 500, 201]
-    assert sum(chunks, []) == items
-    assert ha_keysync.batches([], 500) == []
-    with pytest.raises(ValueError):
-        ha_keysync.batches(items, 0)
-
-
 @pytest.mark.parametrize(
     "item, local, outcome",
     [
