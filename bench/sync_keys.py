@@ -18,39 +18,69 @@ The runner is called in this process through Salt's loader with A's options (wha
 Salt stores every runner job in the master job cache and, doing so, matches the
 job's target against every accepted key (``local_cache.save_load`` ->
 ``CkMinions.check_minions`` -> ``localfs_key.list_all``): ~1 s per salt-api runner
-call on a master with 10,000 keys. ``--no-peer-job-cache`` sets
-``runnerclient_returns: False`` on the peers (the option Salt 3008 actually reads
-for ``RunnerClient``; ``runner_returns`` is not consulted there), which skips it.
+call on a master with 10,000 keys, whatever the runner does. ``--peer-option``
+sets a master option on both peers to measure the two ways around it:
+``runnerclient_returns=False`` (the option Salt 3008 reads for ``RunnerClient``;
+``runner_returns`` is not consulted there) skips storing runner jobs;
+``key_cache=sched`` makes Salt match against a key list its maintenance process
+refreshes every ``loop_interval``.
 
-Usage (from the repo root): ``.venv/bin/python bench/sync_keys.py [--runs 3] [--keys 10000]``
+Usage (from the repo root):
+``.venv/bin/python bench/sync_keys.py [--runs 3] [--keys 10000] [--batch 5000] [--peer-option NAME=VALUE ...]``
 """
 
 import argparse
+import os
 import shutil
 import subprocess
 import time
 
 import _common  # sys.path: repo root and _utils
+import ha_keysync
+import yaml
 
 GOALS = {"full sync": 10.0, "no-op rerun": 1.0, "drift": 2.0}
+# salt-factories logs at debug in the masters' log files and its event-forwarding
+# engine logs the repr of every event: with ~3 MB events (each receive_keys job's
+# arguments) that alone costs the masters seconds. Salt's default is warning.
+SALT_DEFAULT_LOGGING = {"log_level_logfile": "warning", "pytest-master": {"log": {"level": "warning"}}}
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3, help="runs per measurement (default 3)")
     parser.add_argument("--keys", type=int, default=10000, help="minion keys on A (default 10000)")
-    parser.add_argument("--batch", type=int, default=2000, help="keys per request (ha:sync_batch_size, default 2000)")
     parser.add_argument(
-        "--no-peer-job-cache",
-        action="store_true",
-        help="set runnerclient_returns: False on the peers (runner jobs not stored there)",
+        "--batch",
+        type=int,
+        default=ha_keysync.DEFAULT_BATCH_SIZE,
+        help=f"keys per request (ha:sync_batch_size, default {ha_keysync.DEFAULT_BATCH_SIZE})",
+    )
+    parser.add_argument(
+        "--peer-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a master option (YAML value) set on both peers, e.g. runnerclient_returns=False; repeatable",
     )
     args = parser.parse_args()
+    try:
+        args.peer_options = dict(peer_option(text) for text in args.peer_option)
+    except ValueError as err:
+        parser.error(str(err))
     if not 1 <= args.runs <= 20:
         parser.error("--runs must be between 1 and 20")
     if not 1 <= args.keys <= 100000:
         parser.error("--keys must be between 1 and 100000")
     return args
+
+
+def peer_option(text):
+    """``"name=value"`` -> ``(name, YAML value)``."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise ValueError(f"--peer-option {text!r} is not NAME=VALUE")
+    return name.strip(), yaml.safe_load(value)
 
 
 def timed(function):
@@ -70,6 +100,7 @@ def copy_floor(source, root):
     targets = [root / f"cp-{n}" for n in range(2)]
     for target in targets:
         shutil.rmtree(target, ignore_errors=True)
+    os.sync()
     started = time.monotonic()
     processes = [subprocess.Popen(["cp", "-r", str(source), str(target)]) for target in targets]
     for process in processes:
@@ -89,6 +120,7 @@ def measure(args, lab, root):
     for run in range(1, args.runs + 1):
         for name in ("b", "c"):
             empty_minions(lab.masters[name])
+        os.sync()  # what the bench wrote so far is not the sync's to flush
         seconds, full = timed(runners["ha.sync_keys"])
         accepted = {peer: len(entry.get("accepted", [])) for peer, entry in full["peers"].items()}
         if not full["result"] or set(accepted.values()) != {args.keys}:
@@ -109,10 +141,10 @@ def measure(args, lab, root):
 
 def report(args, figures):
     floor = _common.spread(figures["cp -r (2 copies)"])[0]
-    job_cache = "off (runnerclient_returns: False)" if args.no_peer_job_cache else "on (Salt's default)"
+    options = ", ".join(f"{name}: {value!r}" for name, value in args.peer_options.items()) or "Salt's defaults"
     print(
-        f"\n{args.keys} keys, 2 peers over salt-api (loopback), batch {args.batch}, peer runner job cache"
-        f" {job_cache}, {args.runs} runs; medians:"
+        f"\n{args.keys} keys, 2 peers over salt-api (loopback), batch {args.batch}, peers with {options},"
+        f" {args.runs} runs; medians:"
     )
     rows = []
     for name, values in figures.items():
@@ -135,11 +167,16 @@ def main():
 
     started = time.monotonic()
     with _common.temp_root("sha-sk-") as root:
-        with lablib.StandaloneFactories(root / "f") as env:
-            peer_options = {"runnerclient_returns": False} if args.no_peer_job_cache else {}
-            lab = api_lab.three_master_lab(
-                env.manager, root / "lab", tls=(), extra_master_overrides={"b": peer_options, "c": peer_options}
-            )
+        # Every receive_keys job puts its ~3 MB of arguments on the bus, and the
+        # factories forward each event to this process: keep them 5 s, not 120 s,
+        # or later runs measure this process's memory instead of the sync.
+        with lablib.StandaloneFactories(root / "f", event_seconds=5) as env:
+            options = {
+                "a": SALT_DEFAULT_LOGGING,
+                "b": {**SALT_DEFAULT_LOGGING, **args.peer_options},
+                "c": {**SALT_DEFAULT_LOGGING, **args.peer_options},
+            }
+            lab = api_lab.three_master_lab(env.manager, root / "lab", tls=(), extra_master_overrides=options)
             made, keys = timed(lambda: {f"bench-{n:05d}": api_lab.random_public_pem() for n in range(args.keys)})
             api_lab.write_minion_keys(lab.masters["a"].config["pki_dir"], keys)
             print(f"{args.keys} distinct keys made in {made:.2f} s")

@@ -246,9 +246,11 @@ class StandaloneFactories:
     whoever started them).
     """
 
-    def __init__(self, root, log_level="error"):
+    def __init__(self, root, log_level="error", event_seconds=120):
+        """``event_seconds``: how long forwarded events stay in the listener's store."""
         self.root = pathlib.Path(root)
         self.log_level = log_level
+        self.event_seconds = event_seconds
         self.event_listener = None
         self.log_server = None
         self.manager = None
@@ -260,7 +262,7 @@ class StandaloneFactories:
         from saltfactories.plugins.log_server import LogServer  # pylint: disable=import-outside-toplevel
 
         self.root.mkdir(parents=True, exist_ok=True)
-        self.event_listener = EventListener()
+        self.event_listener = EventListener(timeout=self.event_seconds)
         self.event_listener.__enter__()
         self.log_server = LogServer(log_host="127.0.0.1", log_level=self.log_level)
         self.log_server.start()
