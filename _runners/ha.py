@@ -250,10 +250,15 @@ def _sync_peer(client, read_pems, source_keys, test, prune, batch_size):
     _progress(f"ha.sync_keys: {name}: {ha_keysync.summarize(plan)}")
     if not items:
         return report
-    for number, answer in enumerate(_send_items(client, items, batch_size), start=1):
-        for field in ("accepted", "deleted", "conflicts", "refused"):
-            report[field] += answer[field]
-        _progress(f"ha.sync_keys: {name}: batch {number}, {len(report['accepted'])} accepted so far")
+    try:
+        for number, answer in enumerate(_send_items(client, items, batch_size), start=1):
+            for field in ("accepted", "deleted", "conflicts", "refused"):
+                report[field] += answer[field]
+            _progress(f"ha.sync_keys: {name}: batch {number}, {len(report['accepted'])} accepted so far")
+    except CommandExecutionError as err:
+        # What earlier batches did on the peer stays in the report.
+        log.warning("Peer %s: %s", name, err)
+        report.update(result=False, error=str(err))
     return report
 
 
@@ -304,7 +309,8 @@ def sync_keys(test=False, prune=False):
     reported as ``extra`` and deleted (with a backup on the peer) only with
     ``prune=True``. One request per peer per batch (``ha:sync_batch_size``,
     default 5000; a batch refused as too large, HTTP 413, is halved). Unreachable
-    or broken peers are reported; the others are synced.
+    or broken peers are reported; the others are synced. A peer failing mid-sync
+    keeps, in its entry, what the batches before the failure did.
     Syncs started on this master run one at a time.
 
     test

@@ -26,14 +26,16 @@ def master_config(salt_factories):
     return salt_factories.salt_master_daemon("ha-functional-runner-master").config.copy()
 
 
+def master_options(master_config, pki_dir):
+    """The master's options with an empty key store in ``pki_dir`` and no ``ha`` settings."""
+    for folder in ("minions", "minions_pre", "minions_rejected", "minions_denied"):
+        os.makedirs(os.path.join(pki_dir, folder))
+    return dict(master_config, pki_dir=str(pki_dir), ha={})
+
+
 @pytest.fixture
 def opts(master_config, tmp_path):
-    opts = dict(master_config)
-    opts["pki_dir"] = str(tmp_path / "pki")
-    for folder in ("minions", "minions_pre", "minions_rejected", "minions_denied"):
-        os.makedirs(os.path.join(opts["pki_dir"], folder))
-    opts["ha"] = {}
-    return opts
+    return master_options(master_config, tmp_path / "pki")
 
 
 class FakeJidEvent:
@@ -203,14 +205,14 @@ class LimitedPeerApi(fake_http.QuietHandler):
         low = json.loads(body)[0]
         function = self.server.runners[low.pop("fun")]
         low.pop("client")
+        if "items" in low and len(self.server.sizes) >= getattr(self.server, "fail_from", 1000):
+            return self.send_body(500, b"peer crashed")
         self.server.sizes.append(len(low.get("items", [])))
         return self.send_json({"return": [function(**low)]})
 
 
 def test_batches_refused_as_too_large_are_halved_until_they_pass(runners, opts, master_config, tmp_path, caplog):
-    peer_opts = dict(master_config, pki_dir=str(tmp_path / "peer-pki"), ha={})
-    for folder in ("minions", "minions_pre", "minions_rejected", "minions_denied"):
-        os.makedirs(os.path.join(peer_opts["pki_dir"], folder))
+    peer_opts = master_options(master_config, tmp_path / "peer-pki")
     keys = {f"web{number:02d}": api_lab.random_public_pem() for number in range(60)}
     api_lab.write_minion_keys(opts["pki_dir"], keys)
     with fake_http.serving(LimitedPeerApi) as server:
@@ -228,6 +230,25 @@ def test_batches_refused_as_too_large_are_halved_until_they_pass(runners, opts, 
     assert server.sizes == [0, 0, 25, 25, 10], server.sizes  # two inventories, then 50 -> 25 for the rest
     assert "HTTP 413" in caplog.text and "sending 25 per request" in caplog.text
     assert {name: (pathlib.Path(peer_opts["pki_dir"]) / MINIONS / name).read_text() for name in keys} == keys
+
+
+def test_a_peer_failing_mid_sync_keeps_what_earlier_batches_did_in_the_report(runners, opts, master_config, tmp_path):
+    peer_opts = master_options(master_config, tmp_path / "peer-pki")
+    keys = {f"web{number:02d}": api_lab.random_public_pem() for number in range(30)}
+    api_lab.write_minion_keys(opts["pki_dir"], keys)
+    with fake_http.serving(LimitedPeerApi) as server:
+        server.runners = salt.loader.runner(peer_opts, utils=salt.loader.utils(peer_opts))
+        server.limit, server.refused, server.sizes, server.fail_from = 10**7, [], [], 3  # after 1 batch
+        opts["ha"] = {
+            "sync_batch_size": 20,
+            "peers": {"peer": {"url": fake_http.url_of(server), "username": "u", "password": "pw-xyz"}},
+        }
+        result = runners["ha.sync_keys"]()
+    assert result["failed"] == ["peer"] and result["result"] is False
+    entry = result["peers"]["peer"]
+    assert entry["result"] is False and "HTTP 500" in entry["error"] and "pw-xyz" not in str(result)
+    assert entry["accepted"] == sorted(keys)[:20]
+    assert sorted(os.listdir(pathlib.Path(peer_opts["pki_dir"]) / MINIONS)) == sorted(keys)[:20]
 
 
 def test_a_single_key_refused_as_too_large_fails_that_peer(runners, opts):
