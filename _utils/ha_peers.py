@@ -177,8 +177,8 @@ class PeerClient:
     def _masked(self, text):
         return mask(text, (self.peer.password, self.token))
 
-    def _fail(self, message, err=None):
-        error = PeerError(self._masked(f"peer {self.peer.name} ({self.peer.url}): {message}"))
+    def _fail(self, message, err=None, kind=PeerError):
+        error = kind(self._masked(f"peer {self.peer.name} ({self.peer.url}): {message}"))
         if err is not None:
             # Chain a masked copy only: the original may quote what was sent.
             raise error from PeerError(self._masked(f"{type(err).__name__}: {err}"))
@@ -207,9 +207,7 @@ class PeerClient:
         if response.status_code in (401, 403):
             self._fail(f"{what} refused (HTTP {response.status_code}): check eauth, username and password")
         if response.status_code == 413:
-            raise PeerRequestTooLarge(
-                self._masked(f"peer {self.peer.name} ({self.peer.url}): {what} refused: HTTP 413, request too large")
-            )
+            self._fail(f"{what} refused: HTTP 413, request too large", kind=PeerRequestTooLarge)
         if response.status_code != 200:
             self._fail(f"{what} failed: HTTP {response.status_code} {response.text[:ANSWER_EXCERPT]!r}")
         try:

@@ -30,6 +30,8 @@ class FakeApi(fake_http.QuietHandler):
             return self.send_body(401, b"{}")
         if mode == "html":
             return self.send_body(200, b"<html>not json</html>")
+        if mode == "too-large":
+            return self.send_body(413, b"<html>413 Request Entity Too Large</html>", "text/html")
         low = body[0]
         if low["client"] == "wheel":
             return self.send_json({"return": [{"tag": "salt/wheel/1", "data": {"return": {"fun": low["fun"]}}}]})
@@ -96,6 +98,13 @@ def test_garbage_answer_is_an_error(fake_api):
     fake_api.mode = "html"
     with pytest.raises(ha_peers.PeerError, match="not JSON"):
         ha_peers.PeerClient(peer(fake_api)).runner("ha.local_inventory")
+
+
+def test_request_too_large_is_its_own_error(fake_api):
+    fake_api.mode = "too-large"
+    with pytest.raises(ha_peers.PeerRequestTooLarge, match="HTTP 413") as raised:
+        ha_peers.PeerClient(peer(fake_api)).runner("ha.receive_keys", items=[])
+    assert isinstance(raised.value, ha_peers.PeerError) and TOKEN not in str(raised.value)
 
 
 def test_unreachable_peer_is_an_error_within_the_timeout():
