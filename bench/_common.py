@@ -15,6 +15,7 @@ import signal
 import statistics
 import sys
 import tempfile
+import time
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 UTILS_DIR = REPO_ROOT / "_utils"
@@ -58,6 +59,22 @@ def raise_on_sigterm():
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, handler)
+
+
+@contextlib.contextmanager
+def session(prefix):
+    """
+    A bench run: quiet logging, SIGTERM as SystemExit (so ``finally`` blocks stop
+    the daemons), a temp root (yielded, removed at the end) and the total time
+    printed at the end. Keep ``prefix`` short: Salt's IPC sockets live under each
+    daemon's root (AF_UNIX: 107 bytes).
+    """
+    quiet_logging()
+    raise_on_sigterm()
+    started = time.monotonic()
+    with temp_root(prefix) as root:
+        yield root
+    print(f"\ntotal bench time {time.monotonic() - started:.0f} s")
 
 
 @contextlib.contextmanager

@@ -256,14 +256,11 @@ def report(results, args):
 
 def main():
     args = parse_args()
-    _common.quiet_logging()
-    _common.raise_on_sigterm()
-    from tests.support import lab as lablib  # pylint: disable=import-outside-toplevel
-
-    started = time.monotonic()
     results = {}
-    # Short paths: Salt's IPC sockets live under each daemon's root (AF_UNIX: 107 bytes).
-    with _common.temp_root("sha-fo-") as root:
+    with _common.session("sha-fo-") as root:
+        from tests.support import lab as lablib  # pylint: disable=import-outside-toplevel
+
+        started = time.monotonic()
         for fault in FAULTS:
             for setting in SETTINGS:
                 if f"{fault}-{setting}" not in args.wanted:
@@ -284,8 +281,7 @@ def main():
                     print(f"[{time.monotonic() - started:5.0f} s] A {fault} / {setting} run {index}: "
                           f"{describe(run, give_up)} (run took {time.monotonic() - run_started:.0f} s{phases})",
                           flush=True)
-    report(results, args)
-    print(f"\ntotal bench time {time.monotonic() - started:.0f} s")
+        report(results, args)
     return 0
 
 

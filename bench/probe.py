@@ -230,13 +230,9 @@ def report(args, hosts, lab, probe_walls, up_latencies, last_probe, baselines,
 
 def main():
     args = parse_args()
-    _common.quiet_logging()
-    _common.raise_on_sigterm()
-    from tests.support import lab as lablib  # pylint: disable=import-outside-toplevel
+    with _common.session("sha-pr-") as root:
+        from tests.support import lab as lablib  # pylint: disable=import-outside-toplevel
 
-    started = time.monotonic()
-    # Short paths: Salt's IPC sockets live under each daemon's root (AF_UNIX: 107 bytes).
-    with _common.temp_root("sha-pr-") as root:
         with lablib.StandaloneFactories(root / "f") as env:
             lab = lablib.Lab(env.manager, root / "lab", ips=(UP_IP, FROZEN_IP, REFUSED_IP))
             lab.add_master("up", UP_IP)
@@ -246,7 +242,6 @@ def main():
                 if not all(lablib.port_is_free(REFUSED_IP, port) for port in lab.ports):
                     raise SystemExit(f"{REFUSED_IP} ports {lab.ports} are in use: cannot bench a refused port")
                 measure(args, lablib, root, lab)
-    print(f"\ntotal bench time {time.monotonic() - started:.0f} s")
     return 0
 
 

@@ -160,13 +160,10 @@ def report(args, figures):
 
 def main():
     args = parse_args()
-    _common.quiet_logging()
-    _common.raise_on_sigterm()
-    from tests.support import api_lab  # pylint: disable=import-outside-toplevel
-    from tests.support import lab as lablib  # pylint: disable=import-outside-toplevel
+    with _common.session("sha-sk-") as root:
+        from tests.support import api_lab  # pylint: disable=import-outside-toplevel
+        from tests.support import lab as lablib  # pylint: disable=import-outside-toplevel
 
-    started = time.monotonic()
-    with _common.temp_root("sha-sk-") as root:
         # Every receive_keys job puts its ~3 MB of arguments on the bus, and the
         # factories forward each event to this process: keep them 5 s, not 120 s,
         # or later runs measure this process's memory instead of the sync.
@@ -182,7 +179,6 @@ def main():
             print(f"{args.keys} distinct keys made in {made:.2f} s")
             with lablib.RunningDaemons(api_lab.daemons(lab)):
                 report(args, measure(args, lab, root))
-    print(f"\ntotal bench time {time.monotonic() - started:.0f} s")
     return 0
 
 
