@@ -117,12 +117,9 @@ def test_frozen_standby_is_degraded_then_recovered(hang_lab, event_listener):
     minion_id = "ha-beacon-hang"
     master_a, master_b = hang_lab.masters["a"], hang_lab.masters["b"]
     frozen = blab.utc_now()
-    lablib.freeze(master_b)
-    try:
+    with lablib.frozen(master_b):
         degraded = blab.wait_for_event(event_listener, master_a, blab.beacon_tag(minion_id, "degraded"), frozen, 20)
-    finally:
         thawed = blab.utc_now()
-        lablib.thaw(master_b)
     assert degraded is not None, "no ha/degraded on A's bus within 20 s of freezing B"
     assert (degraded.data["from"], degraded.data["to"], degraded.data["down"]) == (
         "ok", "degraded", [lablib.LOOPBACK_B],
@@ -141,8 +138,7 @@ def test_hung_connected_master_is_left_and_stock_salt_stays_stuck(hang_lab, even
     # Freeze the connected master, then the one the minion moved to, then the first again.
     for hung, other in (("a", "b"), ("b", "a"), ("a", "b")):
         frozen = blab.utc_now()
-        lablib.freeze(masters[hung])
-        try:
+        with lablib.frozen(masters[hung]):
             start = blab.wait_for_event(
                 event_listener, masters[other], f"salt/minion/{beacon_id}/start", frozen, HANG_BOUND
             )
@@ -155,8 +151,6 @@ def test_hung_connected_master_is_left_and_stock_salt_stays_stuck(hang_lab, even
                     time.sleep(remaining)
                 stock_moved = blab.events_since(event_listener, masters[other], f"salt/minion/{stock_id}/start", frozen)
                 stock_answers = lablib.answers_through(masters[other], stock_id, 3)
-        finally:
-            lablib.thaw(masters[hung])
         assert start is not None, f"the minion did not sign in on {other} within {HANG_BOUND} s of freezing {hung}"
         times.append(blab.seconds_after(start, frozen))
         assert failover is not None, f"no ha/failover on {other}'s bus after the minion signed in there"

@@ -62,13 +62,10 @@ def test_check_ok_through_the_cli_with_retcode_passthrough(ha_lab):
 def test_connected_master_frozen_is_critical(ha_lab):
     minion = ha_lab.minions["ha-minion-1"]
     master_a = ha_lab.masters["a"]
-    lablib.freeze(master_a)
-    try:
+    with lablib.frozen(master_a):
         ret = minion.salt_call_cli(timeout=60).run(
             "--local", "--retcode-passthrough", "ha.check", f"timeout={TIMEOUT}"
         )
-    finally:
-        lablib.thaw(master_a)
     assert ret.returncode == 2, ret.stdout
     assert ret.data.startswith("SALT-HA CRITICAL - connected master 127.0.0.1 does not answer")
 
@@ -76,13 +73,10 @@ def test_connected_master_frozen_is_critical(ha_lab):
 def test_frozen_master_b_is_down_within_about_one_timeout(ha_lab):
     minion = ha_lab.minions["ha-minion-1"]
     master_b = ha_lab.masters["b"]
-    lablib.freeze(master_b)
-    try:
+    with lablib.frozen(master_b):
         started = time.monotonic()
         ret = minion.salt_call_cli(timeout=60).run("--local", "ha.status", f"timeout={TIMEOUT}")
         elapsed = time.monotonic() - started
-    finally:
-        lablib.thaw(master_b)
     assert ret.returncode == 0, ret.stderr[-3000:] + ret.stdout[-2000:]
     masters = by_master(ret.data)
     frozen = masters[lablib.LOOPBACK_B]

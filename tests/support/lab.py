@@ -14,6 +14,7 @@ would otherwise accept every pending key on every master it manages, which hides
 the commonest failover bug (key pending on B).
 """
 
+import contextlib
 import logging
 import os
 import pathlib
@@ -114,6 +115,16 @@ def freeze(factory):
 def thaw(factory):
     """SIGCONT what :func:`freeze` stopped."""
     return signal_tree(factory, signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def frozen(factory):
+    """:func:`freeze` ``factory`` for the block, then :func:`thaw` it, whatever happens."""
+    freeze(factory)
+    try:
+        yield factory
+    finally:
+        thaw(factory)
 
 
 def kill(factory):
