@@ -4,6 +4,7 @@ pki dir in tmp_path): the receiving side writes through the key store, atomicall
 with backups on prune; sync_keys with unreachable peers; progress events.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -46,9 +47,14 @@ class FakeJidEvent:
         self.fired.append((tag, data))
 
 
+def loaded_runners(opts):
+    """The runner functions of a master with ``opts``, through Salt's loader."""
+    return salt.loader.runner(opts, utils=salt.loader.utils(opts))
+
+
 @pytest.fixture
 def runners(opts):
-    loader = salt.loader.runner(opts, utils=salt.loader.utils(opts))
+    loader = loaded_runners(opts)
     loader.pack["__jid_event__"] = FakeJidEvent()
     return loader
 
@@ -205,23 +211,32 @@ class LimitedPeerApi(fake_http.QuietHandler):
         low = json.loads(body)[0]
         function = self.server.runners[low.pop("fun")]
         low.pop("client")
-        if "items" in low and len(self.server.sizes) >= getattr(self.server, "fail_from", 1000):
+        if "items" in low and len(self.server.sizes) >= self.server.fail_from:
             return self.send_body(500, b"peer crashed")
         self.server.sizes.append(len(low.get("items", [])))
         return self.send_json({"return": [function(**low)]})
+
+
+@contextlib.contextmanager
+def limited_peer(opts, peer_runners, limit, fail_from=1000, **ha):
+    """
+    Serve :class:`LimitedPeerApi` (bodies over ``limit`` bytes refused, receive calls
+    from the ``fail_from``-th request on answered HTTP 500) as ``opts``' only peer
+    ``peer``, with the other ``ha`` settings in ``ha``; yield the server.
+    """
+    with fake_http.serving(LimitedPeerApi) as server:
+        server.runners, server.limit, server.fail_from = peer_runners, limit, fail_from
+        server.refused, server.sizes = [], []
+        opts["ha"] = {**ha, "peers": {"peer": {"url": fake_http.url_of(server), "username": "u", "password": "pw-xyz"}}}
+        yield server
 
 
 def test_batches_refused_as_too_large_are_halved_until_they_pass(runners, opts, master_config, tmp_path, caplog):
     peer_opts = master_options(master_config, tmp_path / "peer-pki")
     keys = {f"web{number:02d}": api_lab.random_public_pem() for number in range(60)}
     api_lab.write_minion_keys(opts["pki_dir"], keys)
-    with fake_http.serving(LimitedPeerApi) as server:
-        server.runners = salt.loader.runner(peer_opts, utils=salt.loader.utils(peer_opts))
-        server.limit, server.refused, server.sizes = 20_000, [], []  # ~30 keys a request
-        opts["ha"] = {
-            "sync_batch_size": 50,
-            "peers": {"peer": {"url": fake_http.url_of(server), "username": "u", "password": "pw-xyz"}},
-        }
+    # ~30 keys a request pass
+    with limited_peer(opts, loaded_runners(peer_opts), 20_000, sync_batch_size=50) as server:
         with caplog.at_level(logging.WARNING):
             result = runners["ha.sync_keys"]()
     assert result["result"] is True, result
@@ -236,13 +251,8 @@ def test_a_peer_failing_mid_sync_keeps_what_earlier_batches_did_in_the_report(ru
     peer_opts = master_options(master_config, tmp_path / "peer-pki")
     keys = {f"web{number:02d}": api_lab.random_public_pem() for number in range(30)}
     api_lab.write_minion_keys(opts["pki_dir"], keys)
-    with fake_http.serving(LimitedPeerApi) as server:
-        server.runners = salt.loader.runner(peer_opts, utils=salt.loader.utils(peer_opts))
-        server.limit, server.refused, server.sizes, server.fail_from = 10**7, [], [], 3  # after 1 batch
-        opts["ha"] = {
-            "sync_batch_size": 20,
-            "peers": {"peer": {"url": fake_http.url_of(server), "username": "u", "password": "pw-xyz"}},
-        }
+    # two inventory requests and one batch pass, then HTTP 500
+    with limited_peer(opts, loaded_runners(peer_opts), 10**7, fail_from=3, sync_batch_size=20):
         result = runners["ha.sync_keys"]()
     assert result["failed"] == ["peer"] and result["result"] is False
     entry = result["peers"]["peer"]
@@ -253,10 +263,8 @@ def test_a_peer_failing_mid_sync_keeps_what_earlier_batches_did_in_the_report(ru
 
 def test_a_single_key_refused_as_too_large_fails_that_peer(runners, opts):
     api_lab.write_minion_keys(opts["pki_dir"], {"web1": api_lab.random_public_pem()})
-    with fake_http.serving(LimitedPeerApi) as server:
-        server.limit, server.refused, server.sizes = 300, [], []
-        server.runners = {"ha.local_inventory": lambda **kwargs: {"master": "peer", "keys": {}, "key_digests": {}, "master_pub_fingerprint": None}}
-        opts["ha"] = {"peers": {"peer": {"url": fake_http.url_of(server), "username": "u", "password": "pw-xyz"}}}
+    empty = {"ha.local_inventory": lambda **kwargs: {"master": "peer", "keys": {}, "key_digests": {}, "master_pub_fingerprint": None}}
+    with limited_peer(opts, empty, 300):
         result = runners["ha.sync_keys"]()
     assert result["failed"] == ["peer"]
     assert "HTTP 413" in result["peers"]["peer"]["error"]
