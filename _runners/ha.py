@@ -16,6 +16,7 @@ import queue
 import threading
 
 import ha_drift
+import ha_keyreceive
 import ha_keys
 import ha_keystore
 import ha_keysync
@@ -157,8 +158,10 @@ def local_inventory(keys=True, trees=True, buckets=None):
     ``key_counts`` (by state), ``key_digests`` (``{bucket: digest}``, see
     ``ha_keysync.bucket_digests``), ``keys`` (``{state: {minion_id: fingerprint}}``:
     all with ``keys=True``, those of ``buckets`` only when given, none with
-    ``keys=digests``) and, with ``trees``, ``file_roots``/``pillar_roots``
-    (``{env: {path: sha256}}``) and ``gitfs``.
+    ``keys=digests``), ``odd_key_files`` (``[{"path", "reason"}]``: files in the
+    key folders skipped because their names are not valid UTF-8, names escaped)
+    and, with ``trees``, ``file_roots``/``pillar_roots`` (``{env: {path:
+    sha256}}``) and ``gitfs``.
 
     Peers call it over salt-api; it reads only.
 
@@ -173,8 +176,10 @@ def local_inventory(keys=True, trees=True, buckets=None):
         raise SaltInvocationError(f"keys {keys!r} is not True, False or 'digests'")
     if buckets is not None and not (isinstance(buckets, list) and all(isinstance(b, str) for b in buckets)):
         raise SaltInvocationError(f"buckets {str(buckets)[:80]!r} is not a list of bucket names")
-    fingerprints = ha_keystore.KeyStore(__opts__).fingerprints() if keys else {}
+    store = ha_keystore.KeyStore(__opts__)
+    fingerprints = store.fingerprints() if keys else {}
     inventory = ha_drift.master_inventory(__opts__, {}, trees=bool(trees))
+    inventory["odd_key_files"] = store.odd_files
     inventory["key_counts"] = {state: len(fingerprints.get(state, {})) for state in ha_keystore.STATES}
     inventory["key_digests"] = ha_keysync.bucket_digests(fingerprints)
     if keys is True:
@@ -187,12 +192,16 @@ def receive_keys(items):
     Apply key sync items sent by a peer's ``ha.sync_keys`` (called over salt-api).
 
     Each item is ``{"action": "accept"|"delete", "id", "fingerprint", "pem"}``.
-    Everything is validated again here: minion ids (Salt's ``valid_id``, no path
-    separator, ``..``, NUL, control character, leading dot, nothing that escapes
-    the pki dir), PEM public keys that parse, fingerprints that match. A key
-    rejected or denied here is never accepted; a different key already here is
-    a conflict and stays; deleted keys are backed up first. Writes are atomic,
-    under a lock shared with every other sync.
+    Everything is validated again here, the batch as a whole before anything is
+    written: minion ids (Salt's ``valid_id``; no path separator, ``..``, NUL,
+    leading dot, nor any control, format or separator character, Unicode
+    categories Cc, Cf, Zl, Zp; nothing that escapes the pki dir), a ``pem`` that is
+    exactly one PEM public key block whose fingerprint matches, one item per
+    minion. Refused items are reported with the reason, ids escaped, and touch
+    nothing. A key rejected or denied here is never accepted; a different key
+    already here is a conflict and stays; deleted keys are backed up first.
+    Writes are atomic, under a lock shared with every other sync; what was
+    applied is reported even when the key store fails half-way.
 
     Returns ``{"master", "accepted": [ids], "unchanged": [ids], "deleted":
     [{"id", "backup"}], "conflicts": [{"id", "reason"}], "refused": [{"id", "reason"}]}``.
@@ -203,7 +212,7 @@ def receive_keys(items):
 
         salt-run ha.receive_keys items='[{"action": "accept", "id": "web1", "fingerprint": "...", "pem": "..."}]'
     """
-    result = ha_keystore.apply_items(ha_keystore.KeyStore(__opts__), items)
+    result = ha_keyreceive.apply_items(ha_keystore.KeyStore(__opts__), items)
     log.info(
         "Received keys: %d accepted, %d deleted, %d conflicts, %d refused",
         len(result["accepted"]), len(result["deleted"]), len(result["conflicts"]), len(result["refused"]),
@@ -214,11 +223,12 @@ def receive_keys(items):
 def _source_keys(store):
     """``(accepted {id: fp}, {id: state}, skipped [{"id", "reason"}], bucket digests)`` of this master."""
     fingerprints = store.fingerprints()
-    skipped, source_fps = [], {}
+    skipped = [{"id": odd["path"], "reason": odd["reason"]} for odd in store.odd_files]
+    source_fps = {}
     for minion_id, fingerprint in fingerprints["accepted"].items():
         reason = ha_keystore.validate_minion_id(__opts__, minion_id, resolve=False)
         if reason:
-            skipped.append({"id": minion_id, "reason": reason})
+            skipped.append({"id": ha_keyreceive.shown_id({"id": minion_id}), "reason": reason})
         else:
             source_fps[minion_id] = fingerprint
     source_states = {minion_id: state for state, ids in fingerprints.items() for minion_id in ids}
@@ -244,6 +254,7 @@ def _sync_peer(client, read_pems, source_keys, test, prune, batch_size):
     # Key material is read only for the keys to send; the fingerprint sent is the
     # one of the PEM read now (the receiver checks that they match).
     source_pems = read_pems(plan["accept"])
+    report["refused"] += _unsendable(source_pems)
     plan["accept"] = [minion_id for minion_id in plan["accept"] if minion_id in source_pems]
     sent_fps = {**source_fps, **{minion_id: ha_keys.fingerprint(pem) for minion_id, pem in source_pems.items()}}
     items = ha_keysync.plan_items(plan, source_pems, sent_fps, peer_keys.get("accepted", {}))
@@ -260,6 +271,21 @@ def _sync_peer(client, read_pems, source_keys, test, prune, batch_size):
         log.warning("Peer %s: %s", name, err)
         report.update(result=False, error=str(err))
     return report
+
+
+def _unsendable(pems):
+    """
+    Remove from ``{id: pem}`` the key files here that are not one PEM public key
+    block (a private key pasted into ``minions/`` is never sent); ``[{"id", "reason"}]``.
+    """
+    refused = []
+    for minion_id, pem in list(pems.items()):
+        reason = ha_keystore.validate_key(pem, ha_keys.fingerprint(pem))
+        if reason:
+            del pems[minion_id]
+            log.warning("Not sending the accepted key of %s: %s", minion_id, reason)
+            refused.append({"id": minion_id, "reason": f"not sent: the key file here is bad: {reason}"})
+    return refused
 
 
 def _send_items(client, items, batch_size):
@@ -390,7 +416,8 @@ def status():
     and a summary of drift. An unreachable peer is reported, never fatal.
 
     Returns ``{"masters": [{"master", "up", "error", "salt_version",
-    "salt_ha_version", "master_pub_fingerprint", "keys": {state: count}}],
+    "salt_ha_version", "master_pub_fingerprint", "keys": {state: count},
+    "odd_key_files": [{"path", "reason"}]}],
     "up", "total", "drift": {"count", "what": [...]}}``.
 
     CLI Example:
@@ -411,6 +438,7 @@ def status():
             "salt_ha_version": inv.get("salt_ha_version"),
             "master_pub_fingerprint": inv.get("master_pub_fingerprint"),
             "keys": inv.get("key_counts"),
+            "odd_key_files": inv.get("odd_key_files", []),
         }
         for name, inv in inventories.items()
     ]
@@ -425,16 +453,36 @@ def status():
 
 
 def _lint_minions(minion_ids):
+    """``({minion_id: findings or error text}, None)``, or ``({}, why)`` when no minion could be asked."""
     if not minion_ids:
-        return {}
+        return {}, None
     try:
         with salt.client.get_local_client(__opts__["conf_file"]) as client:
-            return client.cmd(
+            answers = client.cmd(
                 list(minion_ids), "ha.lint", tgt_type="list", timeout=LINT_TIMEOUT, gather_job_timeout=2
             )
     except SaltClientError as err:
         log.warning("ha.readiness: cannot run ha.lint on the minions: %s", err)
-        return {}
+        return {}, f"{__opts__.get('id')} cannot publish to its minions: {err}"
+    return answers, None
+
+
+def _lint_of(minion_id, accepted_here, lint, lint_error):
+    """What ``ha_drift.minion_readiness`` gets for one minion: its findings or a ``LintUnavailable``."""
+    source = __opts__.get("id")
+    if minion_id not in accepted_here:
+        return ha_drift.LintUnavailable(
+            f"ha.lint not run: the key is not accepted on {source}, where ha.readiness ran",
+            "run ha.readiness on a master where the key is accepted, or salt-run ha.sync_keys there",
+        )
+    if lint_error:
+        return ha_drift.LintUnavailable(f"ha.lint not run: {lint_error}", f"check the salt-master on {source}")
+    if minion_id not in lint:
+        return ha_drift.LintUnavailable(
+            f"the minion did not answer ha.lint within {LINT_TIMEOUT} s",
+            "check that the minion runs and has the ha module (saltutil.sync_all)",
+        )
+    return lint[minion_id]
 
 
 def readiness(tgt="*"):
@@ -463,11 +511,12 @@ def readiness(tgt="*"):
     minion_ids = sorted(minion_id for minion_id in known if fnmatch.fnmatch(minion_id, str(tgt)))
     _progress(f"ha.readiness: {len(minion_ids)} minions, {len(inventories)} masters")
     accepted_here = set((inventories[source].get("keys") or {}).get("accepted", {}))
-    lint = _lint_minions([minion_id for minion_id in minion_ids if minion_id in accepted_here])
+    lint, lint_error = _lint_minions([minion_id for minion_id in minion_ids if minion_id in accepted_here])
     master_problem = ha_drift.master_key_problem(inventories)
     ready, not_ready = [], []
     for minion_id in minion_ids:
-        reasons = ha_drift.minion_readiness(minion_id, inventories, source, lint.get(minion_id), master_problem)
+        findings = _lint_of(minion_id, accepted_here, lint, lint_error)
+        reasons = ha_drift.minion_readiness(minion_id, inventories, source, findings, master_problem)
         if unreachable:
             reasons.append({"reason": f"masters not checked: {', '.join(sorted(unreachable))}",
                             "fix": "bring their salt-api back and rerun ha.readiness"})  # fmt: skip

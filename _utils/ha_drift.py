@@ -14,6 +14,7 @@ import hashlib
 import importlib.metadata
 import os
 import re
+import typing
 
 import salt.version
 
@@ -253,8 +254,19 @@ def master_key_problem(inventories):
     }
 
 
+class LintUnavailable(typing.NamedTuple):
+    """Why a minion's ``ha.lint`` findings are not there, and what to do about it."""
+
+    reason: str
+    fix: str
+
+
 def minion_readiness(minion_id, inventories, source, lint_findings, master_problem):
-    """The reasons ``minion_id`` would not fail over: ``[{"reason", "fix"}]`` (empty: ready)."""
+    """
+    The reasons ``minion_id`` would not fail over: ``[{"reason", "fix"}]`` (empty:
+    ready). ``lint_findings`` is the minion's ``ha.lint`` answer (a list of
+    findings, or the error text it returned) or a :class:`LintUnavailable`.
+    """
     reasons = []
     seen = {}
     for name, inv in sorted(inventories.items()):
@@ -279,15 +291,16 @@ def minion_readiness(minion_id, inventories, source, lint_findings, master_probl
                                    " and run salt-run ha.sync_keys"})
         else:
             what = "pending" if state == "pending" else "missing"
-            reasons.append({"reason": f"key {what} on {name}",
-                            "fix": f"salt-run ha.sync_keys on {source}"})
+            holder = source if source in accepted else next(iter(sorted(accepted)), None)
+            fix = (f"salt-run ha.sync_keys on {holder}" if holder else
+                   f"accept the key on one master (salt-key -a {minion_id}), then run salt-run ha.sync_keys there")
+            reasons.append({"reason": f"key {what} on {name}", "fix": fix})
     if master_problem:
         reasons.append(master_problem)
-    if lint_findings is None:
-        reasons.append({"reason": "the minion did not answer ha.lint",
-                        "fix": "check that the minion runs and has the ha module (saltutil.sync_all)"})
+    if isinstance(lint_findings, LintUnavailable):
+        reasons.append({"reason": lint_findings.reason, "fix": lint_findings.fix})
     elif not isinstance(lint_findings, list):
-        reasons.append({"reason": f"ha.lint failed on the minion: {str(lint_findings)[:200]}",
+        reasons.append({"reason": f"ha.lint failed on the minion: {str(lint_findings)[:200]!r}",
                         "fix": "sync the pack to the minion (saltutil.sync_all) and retry"})
     else:
         for finding in lint_findings:

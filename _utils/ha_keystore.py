@@ -26,8 +26,10 @@ import fcntl
 import json
 import logging
 import os
+import re
 import tempfile
 import time
+import unicodedata
 
 import salt.cache
 import salt.utils.verify
@@ -35,7 +37,6 @@ from salt.exceptions import CommandExecutionError, SaltCacheError
 
 import ha_files
 import ha_keys
-import ha_keysync
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,44 @@ MAX_ID_BYTES = 255  # a file name
 MAX_PEM_BYTES = 16384
 LOCK_TIMEOUT = 60
 KEY_FILE_MODE = 0o644
+
+
+# Characters no minion id may hold: controls (C0, DEL, C1), format characters (bidi
+# overrides and isolates, zero-width), line and paragraph separators, and the lone
+# surrogates Python uses for file-name bytes that are not valid UTF-8.
+UNSAFE_CATEGORIES = frozenset(("Cc", "Cf", "Zl", "Zp", "Cs"))
+SHOWN_LIMIT = 80
+# Exactly one public key PEM block, nothing around it but whitespace.
+PUBLIC_PEM = re.compile(
+    r"\s*-----BEGIN ((?:RSA )?)PUBLIC KEY-----\r?\n"
+    r"(?:[A-Za-z0-9+/=]+\r?\n)+"
+    r"-----END \1PUBLIC KEY-----\s*"
+)
+
+
+def shown(value, limit=SHOWN_LIMIT):
+    """``value`` escaped (``repr``) and shortened, safe in a log line, a comment or an error."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def first_unsafe_char(text):
+    """The first character of ``text`` in :data:`UNSAFE_CATEGORIES`, or None."""
+    return next((char for char in text if unicodedata.category(char) in UNSAFE_CATEGORIES), None)
+
+
+def describe_char(char):
+    """``U+202E (RIGHT-TO-LEFT OVERRIDE, category Cf)``; a surrogate says it is a non-UTF-8 byte."""
+    category = unicodedata.category(char)
+    if category == "Cs":
+        return f"a byte that is not valid UTF-8 (U+{ord(char):04X})"
+    name = unicodedata.name(char, "unnamed")
+    return f"a control, format or separator character U+{ord(char):04X} ({name}, category {category})"
+
+
+def shown_file_name(name):
+    """A file name as bytes when it is not valid UTF-8 (``b'caf\\xe9'``), else escaped text."""
+    return shown(name) if _is_utf8(name) else shown(os.fsencode(name))
 
 
 def key_pki_dir(opts):
@@ -86,8 +125,9 @@ def validate_minion_id(opts, minion_id, resolve=True):
         return f"minion id {minion_id!r} contains '..'"
     if minion_id.startswith("."):
         return f"minion id {minion_id!r} starts with '.' (hidden from Salt's key store)"
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in minion_id):
-        return f"minion id {minion_id!r} contains a control character"
+    unsafe = first_unsafe_char(minion_id)
+    if unsafe is not None:
+        return f"minion id {shown(minion_id)} contains {describe_char(unsafe)}"
     if not resolve:
         return None
     # valid_id resolves <pki_dir>/<id> and refuses what lands outside pki_dir. With
@@ -100,11 +140,24 @@ def validate_minion_id(opts, minion_id, resolve=True):
 
 
 def validate_key(pem, fingerprint):
-    """None when ``pem`` is a public key whose fingerprint is ``fingerprint``, else the reason."""
+    """
+    None when ``pem`` is exactly one PEM public key block (whitespace around it at
+    most) whose fingerprint is ``fingerprint``, else the reason. Anything holding a
+    ``PRIVATE KEY`` header is refused, and no reason ever quotes key material.
+    """
     if not isinstance(pem, str) or not pem.strip():
         return "public key is missing"
     if len(pem) > MAX_PEM_BYTES:
         return f"public key is longer than {MAX_PEM_BYTES} bytes"
+    if "PRIVATE KEY" in pem.upper():
+        return "public key item holds a PRIVATE KEY block; refused, never stored"
+    blocks = max(pem.count("-----BEGIN"), pem.count("-----END"))
+    if blocks == 0:
+        return "public key is not a PEM public key"
+    if blocks > 1:
+        return f"public key item must hold exactly one PEM block, not {blocks}"
+    if not PUBLIC_PEM.fullmatch(pem):
+        return "public key is not a single PEM public key block (extra text, or not base64)"
     try:
         ha_keys.load_public_key(pem)
     except ValueError:
@@ -155,6 +208,8 @@ class KeyStore:
         self.local = self.driver == LOCAL_DRIVER
         self.pki_dir = key_pki_dir(opts)
         self.cache = None if self.local else salt.cache.Cache(opts, driver=self.driver)
+        # Files skipped by the last reads: [{"path": escaped, "reason"}].
+        self.odd_files = []
 
     def path(self, state, minion_id):
         """Where ``localfs_key`` keeps ``minion_id`` in ``state``."""
@@ -168,17 +223,37 @@ class KeyStore:
         except (FileNotFoundError, IsADirectoryError):
             return None
 
-    def _read_folder(self, state):
+    def _key_entries(self, state):
+        """
+        The key files of ``state`` as ``localfs_key`` lists them (regular files, no
+        symlinks, no dot files). A file whose name is not valid UTF-8 cannot be a
+        minion id Salt sends anywhere: it is skipped, named in :attr:`odd_files`.
+        """
         folder = os.path.join(self.pki_dir, STATE_DIRS[state])
-        keys = {}
         try:
             entries = list(os.scandir(folder))
         except FileNotFoundError:
-            return keys
+            return []
+        listed = []
         for entry in entries:
-            # As localfs_key lists them: regular files, no symlinks, no dot files.
             if entry.name.startswith(".") or entry.is_symlink() or not entry.is_file():
                 continue
+            if _is_utf8(entry.name):
+                listed.append(entry)
+            else:
+                self._skip_odd_file(state, entry.name)
+        return listed
+
+    def _skip_odd_file(self, state, name):
+        path = f"{STATE_DIRS[state]}/{shown_file_name(name)}"
+        reason = "the file name is not valid UTF-8, so it is no minion id: skipped (rename or remove it)"
+        if not any(odd["path"] == path for odd in self.odd_files):
+            log.warning("Key store %s: %s: %s", shown(self.pki_dir), path, reason)
+            self.odd_files.append({"path": path, "reason": reason})
+
+    def _read_folder(self, state):
+        keys = {}
+        for entry in self._key_entries(state):
             pem = self._read(entry.path)
             if pem is not None:
                 keys[entry.name] = pem
@@ -222,15 +297,8 @@ class KeyStore:
         seen = {state: {} for state in STATES}
         result = {state: {} for state in STATES}
         for state in STATES:
-            folder = os.path.join(self.pki_dir, STATE_DIRS[state])
-            try:
-                entries = list(os.scandir(folder))
-            except FileNotFoundError:
-                continue
             known = remembered.get(state) or {}
-            for entry in entries:
-                if entry.name.startswith(".") or entry.is_symlink() or not entry.is_file():
-                    continue
+            for entry in self._key_entries(state):
                 signature = _signature(entry.stat(follow_symlinks=False))
                 cached = known.get(entry.name)
                 if isinstance(cached, list) and len(cached) == 4 and cached[:3] == signature:
@@ -318,41 +386,66 @@ class KeyStore:
         ``minions/`` (which Salt never lists), the batch is flushed to disk once
         (``os.sync``), then each temp file is renamed over its key file and the
         folder is fsynced: a reader or a killed writer never leaves a partial key
-        file, and 500 keys cost one flush instead of 500 fsyncs. Returns
-        ``{minion_id: error}`` for the keys that could not be written.
+        file, and 500 keys cost one flush instead of 500 fsyncs. A key that cannot
+        be staged or renamed is left out (its temp file removed) and the others go
+        on. Returns ``{minion_id: error}`` for the keys that were not written.
         """
-        failed = {}
         if not self.local:
-            for minion_id, pem in keys.items():
-                try:
-                    self.cache.store("keys", minion_id, {"state": "accepted", "pub": pem})
-                except SaltCacheError as err:
-                    failed[minion_id] = str(err)
-            return failed
+            return self._accept_many_cached(keys)
+        failed, staged, written = {}, {}, {}
         folder = os.path.join(self.pki_dir, STATE_DIRS["accepted"])
-        os.makedirs(folder, exist_ok=True)
-        staged, written = {}, {}
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as err:
+            return {minion_id: f"cannot create {shown(folder)}: {err}" for minion_id in keys}
         try:
             for minion_id, pem in keys.items():
                 try:
                     staged[minion_id] = _stage(folder, minion_id, pem)
                 except OSError as err:
-                    failed[minion_id] = f"cannot write the key of {minion_id!r}: {err}"
+                    failed[minion_id] = f"cannot write the key of {shown(minion_id)}: {err}"
             os.sync()
             for minion_id, (tmp, signature) in list(staged.items()):
-                os.replace(tmp, os.path.join(folder, minion_id))
+                try:
+                    os.replace(tmp, os.path.join(folder, minion_id))
+                except OSError as err:
+                    failed[minion_id] = f"cannot move the key of {shown(minion_id)} into place: {err}"
+                    continue
                 del staged[minion_id]
                 written[minion_id] = [*signature, ha_keys.fingerprint(keys[minion_id])]
-                pending = self.path("pending", minion_id)
-                if os.path.isfile(pending) and not os.path.islink(pending):
-                    os.remove(pending)
-            _fsync_folder(folder)
+                self._drop_pending_copy(minion_id)
+            self._flush_folder(folder)
         finally:
             for tmp, _ in staged.values():
                 with contextlib.suppress(OSError):
                     os.remove(tmp)
             self._remember("accepted", written)
         return failed
+
+    def _accept_many_cached(self, keys):
+        failed = {}
+        for minion_id, pem in keys.items():
+            try:
+                self.cache.store("keys", minion_id, {"state": "accepted", "pub": pem})
+            except (OSError, SaltCacheError) as err:
+                failed[minion_id] = f"cannot store the key of {shown(minion_id)} ({self.driver}): {err}"
+        return failed
+
+    def _drop_pending_copy(self, minion_id):
+        """Remove the pending key of a minion just accepted; a failure is logged, the key stays accepted."""
+        pending = self.path("pending", minion_id)
+        try:
+            if os.path.isfile(pending) and not os.path.islink(pending):
+                os.remove(pending)
+        except OSError as err:
+            log.warning("Accepted %s, but cannot remove its pending copy %s: %s", shown(minion_id), shown(pending), err)
+
+    @staticmethod
+    def _flush_folder(folder):
+        try:
+            _fsync_folder(folder)
+        except OSError as err:
+            log.warning("Cannot fsync %s after writing keys: %s", shown(folder), err)
 
     def sweep_staged(self):
         """Remove temp files a killed sync left in ``minions/`` (call under the store lock)."""
@@ -364,24 +457,25 @@ class KeyStore:
                     os.remove(entry.path)
 
     def backup_folder(self, now=None):
-        """A new folder for keys removed by this run: ``<pki_dir>/.salt-ha-backups/<UTC time>``."""
+        """
+        The folder for keys removed by this run, ``<pki_dir>/.salt-ha-backups/<UTC
+        time>``; created by the first :meth:`delete_accepted` that uses it.
+        """
         now = now or datetime.datetime.now(datetime.timezone.utc)
-        folder = os.path.join(self.pki_dir, BACKUP_DIR, now.strftime("%Y%m%dT%H%M%S.%fZ"))
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        return folder
+        return os.path.join(self.pki_dir, BACKUP_DIR, now.strftime("%Y%m%dT%H%M%S.%fZ"))
 
     def delete_accepted(self, minion_id, pem, backup_folder):
         """Back up the accepted key of ``minion_id`` into ``backup_folder``, then delete it."""
         backup = os.path.join(backup_folder, STATE_DIRS["accepted"], minion_id)
-        os.makedirs(os.path.dirname(backup), mode=0o700, exist_ok=True)
         try:
+            os.makedirs(os.path.dirname(backup), mode=0o700, exist_ok=True)
             ha_files.atomic_write(backup, pem, mode=0o600, backup=False)
             if self.local:
                 os.remove(self.path("accepted", minion_id))
             else:
                 self.cache.flush("keys", minion_id)
         except (OSError, SaltCacheError) as err:
-            raise CommandExecutionError(f"cannot delete the key of {minion_id!r}: {err}") from err
+            raise CommandExecutionError(f"cannot delete the key of {shown(minion_id)}: {err}") from err
         return backup
 
 
@@ -403,6 +497,15 @@ def _stage(folder, minion_id, pem):
     return tmp, _signature(stat)
 
 
+def _is_utf8(name):
+    """False for a file name Python decoded with surrogate escapes (bytes that are not UTF-8)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _signature(stat):
     """What tells a key file changed: every atomic replacement changes the inode."""
     return [stat.st_ino, stat.st_mtime_ns, stat.st_size]
@@ -414,87 +517,3 @@ def _fsync_folder(folder):
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _shown_id(item):
-    minion_id = item.get("id") if isinstance(item, dict) else None
-    text = repr(minion_id) if not isinstance(minion_id, str) else minion_id
-    return text if len(text) <= 80 else f"{text[:77]}..."
-
-
-def validate_item(opts, item):
-    """None when a received sync item is well formed and safe, else the reason."""
-    if not isinstance(item, dict):
-        return "item is not a mapping"
-    if item.get("action") not in ("accept", "delete"):
-        return f"unknown action {item.get('action')!r}"
-    reason = validate_minion_id(opts, item.get("id"))
-    if reason:
-        return reason
-    if not isinstance(item.get("fingerprint"), str):
-        return "fingerprint is missing"
-    if item["action"] == "accept":
-        return validate_key(item.get("pem"), item["fingerprint"])
-    return None
-
-
-def apply_items(store, items, lock_timeout=LOCK_TIMEOUT):
-    """
-    Validate and apply received sync items to ``store`` under the store lock.
-
-    Returns ``{"accepted": [ids], "unchanged": [ids], "deleted": [{"id", "backup"}],
-    "conflicts": [{"id", "reason"}], "refused": [{"id", "reason"}]}``. Invalid items
-    are refused and never touch the disk; valid ones are decided against the keys
-    on disk at write time (:func:`ha_keysync.decide_item`).
-    """
-    result = {"accepted": [], "unchanged": [], "deleted": [], "conflicts": [], "refused": []}
-    if not isinstance(items, list):
-        result["refused"].append({"id": None, "reason": "items is not a list"})
-        return result
-    valid = []
-    for item in items:
-        reason = validate_item(store.opts, item)
-        if reason:
-            log.warning("Refused a received key item for %s: %s", _shown_id(item), reason)
-            result["refused"].append({"id": _shown_id(item), "reason": reason})
-        else:
-            valid.append(item)
-    if not valid:
-        return result
-    backup_folder = None
-    with store_lock(store.opts, timeout=lock_timeout):
-        local_pems = store.lookup([item["id"] for item in valid])
-        local = {
-            state: {minion_id: ha_keys.fingerprint(pem) for minion_id, pem in pems.items()}
-            for state, pems in local_pems.items()
-        }
-        if store.local:
-            store.sweep_staged()
-        to_accept = {}
-        for item in valid:
-            outcome, reason = ha_keysync.decide_item(item, local)
-            minion_id = item["id"]
-            if outcome == "accept":
-                to_accept[minion_id] = item["pem"]
-                # Two items for one id in a batch: the first one decides.
-                local["pending"].pop(minion_id, None)
-                local["accepted"][minion_id] = item["fingerprint"]
-            elif outcome == "delete":
-                backup_folder = backup_folder or store.backup_folder()
-                try:
-                    backup = store.delete_accepted(minion_id, local_pems["accepted"][minion_id], backup_folder)
-                    result["deleted"].append({"id": minion_id, "backup": backup})
-                    local["accepted"].pop(minion_id, None)
-                except CommandExecutionError as err:
-                    result["refused"].append({"id": minion_id, "reason": str(err)})
-            elif outcome == "unchanged":
-                result["unchanged"].append(minion_id)
-            elif outcome == "conflict":
-                result["conflicts"].append({"id": minion_id, "reason": reason})
-            else:
-                result["refused"].append({"id": minion_id, "reason": reason})
-        if to_accept:
-            failed = store.accept_many(to_accept)
-            result["accepted"] = [minion_id for minion_id in to_accept if minion_id not in failed]
-            result["refused"] += [{"id": minion_id, "reason": error} for minion_id, error in failed.items()]
-    return result

@@ -11,8 +11,10 @@ import os
 import pathlib
 
 import pytest
+import salt.client
 import salt.key
 import salt.loader
+from salt.exceptions import SaltClientError
 
 import ha_keys
 import ha_keystore
@@ -284,3 +286,21 @@ def test_received_keys_are_remembered_so_the_next_inventory_reads_none(runners, 
     api_lab.write_minion_keys(opts["pki_dir"], {"web1": replacement})
     assert runners["ha.local_inventory"](trees=False)["keys"]["accepted"]["web1"] == ha_keys.fingerprint(replacement)
     assert [pathlib.Path(path).name for path in reads] == ["web1"]
+
+
+def test_readiness_says_why_lint_was_not_run(runners, opts, monkeypatch):
+    """No master to publish through: every accepted minion says so, not 'did not answer'."""
+    api_lab.write_minion_keys(opts["pki_dir"], {"web1": api_lab.random_public_pem()})
+    api_lab.write_minion_keys(opts["pki_dir"], {"newbie": api_lab.random_public_pem()}, "minions_pre")
+
+    def no_master(*args, **kwargs):
+        raise SaltClientError("Salt request timed out. The master is not responding.")
+
+    monkeypatch.setattr(salt.client, "get_local_client", no_master)
+    result = runners["ha.readiness"]()
+    reasons = {entry["minion"]: [r["reason"] for r in entry["reasons"]] for entry in result["not_ready"]}
+    assert reasons["web1"] == [
+        f"ha.lint not run: {opts['id']} cannot publish to its minions: Salt request timed out. The master is not responding."
+    ]
+    assert f"ha.lint not run: the key is not accepted on {opts['id']}, where ha.readiness ran" in reasons["newbie"]
+    assert not any("did not answer" in reason for entries in reasons.values() for reason in entries)

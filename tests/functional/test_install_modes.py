@@ -11,6 +11,7 @@ import zipfile
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 WITHOUT_PIP_PACK = REPO_ROOT / "tests" / "support" / "salt_call_without_pip_pack.py"
@@ -77,8 +78,16 @@ def test_pip_wheel_carries_the_pack_and_its_entry_point(tmp_path):
         names = set(archive.namelist())
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
         assert "[salt.loader]" in archive.read(entry_points).decode()
+        metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     for member in ("salt_ha/__init__.py", "salt_ha/_modules/ha.py", "salt_ha/_utils/ha_probe.py"):
         assert member in names
+    # Installing the pack never downgrades a host's Salt 3008 (the exact pin is this repo's constraints.txt).
+    [salt_requirement] = [
+        Requirement(line.split(":", 1)[1].strip())
+        for line in metadata.splitlines()
+        if line.startswith("Requires-Dist:") and Requirement(line.split(":", 1)[1].strip()).name == "salt"
+    ]
+    assert all(salt_requirement.specifier.contains(version) for version in ("3008.4", "3008.5", "3008.12"))
 
     target = tmp_path / "site"
     installed = run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)])

@@ -160,6 +160,16 @@ def test_minion_on_a_only_is_reported_then_fixed_by_sync_keys(api3):
     assert drift["differences"] == [] and drift["in_sync"] is True
 
 
+def test_readiness_of_a_minion_unknown_here_names_the_real_reason(api3):
+    a, b = api3.masters["a"], api3.masters["b"]
+    api_lab.write_minion_keys(b.config["pki_dir"], {"only-on-b": api_lab.random_public_pem()})
+    [entry] = run(a, "ha.readiness", "tgt=only-on-b")["not_ready"]
+    reasons = [reason["reason"] for reason in entry["reasons"]]
+    assert f"ha.lint not run: the key is not accepted on {a.id}, where ha.readiness ran" in reasons
+    assert {"reason": f"key missing on {a.id}", "fix": f"salt-run ha.sync_keys on {b.id}"} in entry["reasons"]
+    assert not any("did not answer" in reason for reason in reasons)
+
+
 def test_status_reports_every_master(api3):
     status = run(api3.masters["a"], "ha.status")
     assert status["up"] == status["total"] == 3
@@ -194,9 +204,11 @@ def receive_on(lab, name, items):
 
 @pytest.mark.parametrize(
     "bad_id",
-    ["../x", "a/b", "x\0y", "", "a" * 300, "..", ".hidden", "a\\b", "line\nbreak"],
-    ids=["dotdot", "slash", "nul", "empty", "long", "parent", "hidden", "backslash", "newline"],
-)
+    ["../x", "a/b", "x\0y", "", "a" * 300, "..", ".hidden", "a\\b", "line\nbreak",
+     "c1\x85id", "bidi\u202eid", "isolate\u2066id", "line\u2028sep", "para\u2029sep", "zero\u200bwidth"],
+    ids=["dotdot", "slash", "nul", "empty", "long", "parent", "hidden", "backslash", "newline",
+         "c1", "bidi-override", "bidi-isolate", "line-separator", "paragraph-separator", "zero-width"],
+)  # fmt: skip
 def test_malicious_ids_sent_to_the_receiving_runner_are_refused(api3, bad_id):
     b = api3.masters["b"]
     pem = api_lab.random_public_pem()
@@ -222,6 +234,95 @@ def test_forged_key_and_fingerprint_are_refused(api3):
     )
     assert answer["accepted"] == [] and len(answer["refused"]) == 3, answer
     assert key_files(b) == before
+
+
+def log_text(master):
+    return (pathlib.Path(master.config["root_dir"]) / master.config["log_file"]).read_text(errors="replace")
+
+
+def test_a_refused_id_cannot_forge_a_log_line(api3):
+    b = api3.masters["b"]
+    forged = "2026-11-27 03:00:00,000 [salt.master      :1   ][CRITICAL] FORGED-BY-A-PEER"
+    pem = api_lab.random_public_pem()
+    answer = receive_on(api3, "b", [{"action": "accept", "id": f"web1\n{forged}", "fingerprint": ha_keys.fingerprint(pem), "pem": pem}])
+    [refused] = answer["refused"]
+    assert "\n" not in refused["id"] and "\\n" in refused["id"]
+    deadline = time.monotonic() + 10
+    while "FORGED-BY-A-PEER" not in log_text(b) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    lines = [line for line in log_text(b).splitlines() if "FORGED-BY-A-PEER" in line]
+    assert lines, "the refusal was not logged: nothing proven"
+    assert all(not line.startswith("2026-11-27 03:00:00") for line in lines), lines
+
+
+def test_a_public_key_carrying_a_private_key_is_refused_and_never_echoed(api3):
+    b = api3.masters["b"]
+    secret = (pathlib.Path(b.config["pki_dir"]) / "master.pem").read_text()
+    pem = api_lab.random_public_pem() + secret
+    before = key_files(b)
+    answer = receive_on(api3, "b", [{"action": "accept", "id": "smuggler", "fingerprint": ha_keys.fingerprint(pem), "pem": pem}])
+    [refused] = answer["refused"]
+    assert refused["id"] == "smuggler" and "PRIVATE KEY" in refused["reason"]
+    assert key_files(b) == before
+    body = secret.splitlines()[1]
+    assert body not in json.dumps(answer)
+    # Salt itself logs a runner's arguments at debug level; salt-ha's own lines never hold the key.
+    ours = [line for line in log_text(b).splitlines() if "[ha_" in line or "ext.runners.ha" in line]
+    assert any("smuggler" in line for line in ours), "the refusal was not logged: nothing proven"
+    assert not [line for line in ours if body in line]
+
+
+def test_one_batch_accepting_and_deleting_one_id_is_refused_and_the_rest_applied(api3):
+    b = api3.masters["b"]
+    gone = api_lab.random_public_pem()
+    api_lab.write_minion_keys(b.config["pki_dir"], {"batch-gone": gone, "batch-twice": gone})
+    twice_before = (key_dir(b) / "batch-twice").read_text()
+    later = api_lab.random_public_pem()
+    fp = ha_keys.fingerprint
+    answer = receive_on(
+        api3,
+        "b",
+        [
+            {"action": "delete", "id": "batch-gone", "fingerprint": fp(gone)},
+            {"action": "accept", "id": "batch-twice", "fingerprint": fp(later), "pem": later},
+            {"action": "delete", "id": "batch-twice", "fingerprint": fp(gone)},
+            {"action": "accept", "id": "batch-later", "fingerprint": fp(later), "pem": later},
+        ],
+    )
+    assert [entry["id"] for entry in answer["deleted"]] == ["batch-gone"]
+    assert answer["accepted"] == ["batch-later"]
+    assert [entry["id"] for entry in answer["refused"]] == ["batch-twice", "batch-twice"]
+    assert (key_dir(b) / "batch-twice").read_text() == twice_before
+    assert (key_dir(b) / "batch-later").read_text() == later
+    assert not (key_dir(b) / "batch-gone").exists()
+    backups = pathlib.Path(b.config["pki_dir"]) / ".salt-ha-backups"
+    assert all(any(folder.rglob("*")) for folder in backups.iterdir()), "an empty backup folder was left"
+
+
+def test_a_key_file_name_that_is_not_utf8_is_skipped_on_both_sides(api3):
+    a, b, c = (api3.masters[name] for name in "abc")
+    odd_name = b"caf\xe9-minion"
+    odd_on_a = os.path.join(os.fsencode(key_dir(a)), odd_name)
+    odd_on_b = os.path.join(os.fsencode(key_dir(b, "minions_rejected")), odd_name)
+    for path in (odd_on_a, odd_on_b):
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(api_lab.random_public_pem())
+    api_lab.write_minion_keys(a.config["pki_dir"], {"utf8-neighbour": api_lab.random_public_pem()})
+    try:
+        result = run(a, "ha.sync_keys")
+        assert result["result"] is True, result
+        assert result["skipped"] == [{"id": "minions/b'caf\\xe9-minion'", "reason": result["skipped"][0]["reason"]}]
+        assert "not valid UTF-8" in result["skipped"][0]["reason"]
+        for peer in (b, c):
+            assert result["peers"][peer.id]["accepted"] == ["utf8-neighbour"]
+        status = run(a, "ha.status")
+        assert status["up"] == status["total"] == 3, status
+        [entry_b] = [entry for entry in status["masters"] if entry["master"] == b.id]
+        assert [odd["path"] for odd in entry_b["odd_key_files"]] == ["minions_rejected/b'caf\\xe9-minion'"]
+    finally:
+        for path in (odd_on_a, odd_on_b):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
 
 
 def test_down_and_garbage_peers_are_reported_and_the_others_synced(api3, garbage_api):

@@ -115,4 +115,8 @@ def test_minion_readiness_reasons_and_fixes():
     ]
     ready = {"a": inventory("a"), "b": inventory("b")}
     assert ha_drift.minion_readiness("web1", ready, "a", [], None) == []
-    assert "did not answer" in ha_drift.minion_readiness("web1", ready, "a", None, None)[0]["reason"]
+    unavailable = ha_drift.LintUnavailable("ha.lint not run: the key is not accepted on a", "run it elsewhere")
+    assert ha_drift.minion_readiness("web1", ready, "a", unavailable, None) == [
+        {"reason": "ha.lint not run: the key is not accepted on a", "fix": "run it elsewhere"}
+    ]
+    assert "ha.lint failed on the minion: 'boom\\n'" in ha_drift.minion_readiness("web1", ready, "a", "boom\n", None)[0]["reason"]

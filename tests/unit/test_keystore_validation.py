@@ -6,6 +6,7 @@ import time
 import pytest
 from salt.exceptions import CommandExecutionError
 
+import ha_keyreceive
 import ha_keys
 import ha_keystore
 from tests.support import api_lab
@@ -37,8 +38,19 @@ def test_good_ids_pass(opts, minion_id):
         ("a..b", "'..'"),
         (".", "starts with"),
         (".hidden", "starts with"),
-        ("line\nbreak", "control character"),
-        ("tab\tid", "control character"),
+        ("line\nbreak", "U+000A"),
+        ("tab\tid", "U+0009"),
+        ("del\x7fid", "U+007F"),
+        ("c1\x85id", "U+0085"),
+        ("c1\x9bid", "U+009B"),
+        ("bidi\u202eid", "U+202E (RIGHT-TO-LEFT OVERRIDE, category Cf)"),
+        ("bidi\u202aid", "U+202A"),
+        ("isolate\u2066id", "U+2066"),
+        ("isolate\u2069id", "U+2069"),
+        ("zero\u200bwidth", "U+200B"),
+        ("line\u2028sep", "category Zl"),
+        ("para\u2029sep", "category Zp"),
+        ("caf\udce9", "not valid UTF-8"),
         (None, "not a string"),
         (42, "not a string"),
         (["web1"], "not a string"),
@@ -71,7 +83,7 @@ def test_key_must_parse_and_match_its_fingerprint():
     ],
 )
 def test_bad_items_are_refused(opts, item, reason):
-    assert reason in ha_keystore.validate_item(opts, item)
+    assert reason in ha_keyreceive.validate_item(opts, item)
 
 
 def test_store_lock_serializes_holders(opts):
