@@ -82,7 +82,7 @@ def beacon(config):
     LAST_STATE[name] = tick["state"]
     if tick["heal"]:
         log.warning(
-            "salt-ha: master %s failed %s consecutive probes while another master answers; "
+            "salt-ha: master %r failed %s consecutive probes while another master answers; "
             "leaving it",
             current,
             settings.get("hang_ticks", "the configured number of"),

@@ -42,9 +42,14 @@ def _endpoints():
 
 
 def _probe_all(endpoints, timeout):
+    """``(masters, connected, why the connected master is unknown or None)``."""
     masters = ha_probe.probe_endpoints(endpoints, timeout, __opts__.get("transport", "zeromq"))
-    connected = ha_connection.mark_connected(masters, __opts__.get("pidfile"))
-    return masters, connected
+    try:
+        connected = ha_connection.mark_connected(masters, __opts__.get("pidfile"))
+    except ha_connection.DaemonUnreadable as err:
+        log.warning("salt-ha: cannot tell which master the salt-minion daemon is connected to: %s", err)
+        return masters, None, str(err)
+    return masters, connected, None
 
 
 def _lint_running(resolver):
@@ -88,7 +93,9 @@ def status(timeout=2):
     Returns ``masters`` (one entry per master: ``master``, ``host``,
     ``ret_port``, ``publish_port``, ``addresses``, ``up``, ``latency_ms``,
     ``error``, ``connected``, ``publish_port_open``), ``connected``, ``up``,
-    ``total``, ``failover_ready`` and ``findings``.
+    ``total``, ``failover_ready`` and ``findings``. When the daemon's pidfile or
+    sockets cannot be read (permission denied), ``connected`` is None and a
+    warning finding says why.
 
     CLI Example:
 
@@ -99,8 +106,8 @@ def status(timeout=2):
         salt '*' ha.status
     """
     timeout = ha_probe.validate_timeout(timeout)
-    masters, connected = _probe_all(_endpoints(), timeout)
-    return ha_report.build_status(masters, connected, _lint_running(_resolver_from(masters)))
+    masters, connected, unknown = _probe_all(_endpoints(), timeout)
+    return ha_report.build_status(masters, connected, _lint_running(_resolver_from(masters)), unknown)
 
 
 def probe(master, timeout=2):
@@ -126,7 +133,7 @@ def probe(master, timeout=2):
     """
     timeout = ha_probe.validate_timeout(timeout)
     endpoint = ha_endpoints.endpoint_for(master, __opts__)
-    masters, _ = _probe_all([endpoint], timeout)
+    masters, _, _ = _probe_all([endpoint], timeout)
     return masters[0]
 
 
@@ -162,9 +169,10 @@ def check(timeout=2, warn=None, crit=None):
     Prints one plugin line ``SALT-HA OK|WARNING|CRITICAL|UNKNOWN - ... | perfdata``
     and sets the exit code 0/1/2/3 for ``salt-call --retcode-passthrough``:
     CRITICAL when no master answers or the connected master does not (hung),
-    WARNING when a master is down or failover is not ready, UNKNOWN when the
-    check cannot run. Use it unchanged from Nagios/Icinga (``check_by_ssh`` or
-    NRPE), a Zabbix ``UserParameter`` or keepalived's ``track_script``.
+    WARNING when a master is down or failover is not ready, UNKNOWN (with what
+    happened) when the check cannot run, whatever the error. Use it unchanged
+    from Nagios/Icinga (``check_by_ssh`` or NRPE), a Zabbix ``UserParameter`` or
+    keepalived's ``track_script``.
 
     timeout
         Seconds to wait for each master. Default 2.
@@ -184,6 +192,9 @@ def check(timeout=2, warn=None, crit=None):
         crit = _latency_limit(crit, "crit")
         code, line = ha_report.nagios_line(status(timeout), warn, crit)
     except (SaltInvocationError, CommandExecutionError) as err:
+        code, line = ha_report.unknown_line(err)
+    except Exception as err:  # pylint: disable=broad-except  (a check answers UNKNOWN, never a traceback)
+        ha_probe.log_fault(log, "ha.check", err)
         code, line = ha_report.unknown_line(err)
     __context__["retcode"] = code
     return line
@@ -224,13 +235,17 @@ def watch(config=None, state=None, connected=None, confirm=False, name=None):
     """
     One tick of the ``ha`` beacon: probe every master, compare with ``state``.
 
-    Returns ``{"state", "events", "heal"}``: the state to pass to the next call,
-    the transition events (``connected``, ``failover``, ``failback``, ``lost``,
-    ``degraded``, ``recovered``, ``flapping``; each with ``tag``, ``transition``,
-    ``from``, ``to``, ``up``, ``total``, ``down``, ``since``) and the master the
-    minion should leave because it stopped answering while another answers
-    (``heal``, else None). Without ``state`` it is the first tick: ``connected``
-    fires, and ``degraded``/``lost`` when a master is already down.
+    Returns ``{"state", "events", "heal", "errors"}``: the state to pass to the
+    next call, the transition events (``connected``, ``failover``, ``failback``,
+    ``lost``, ``degraded``, ``recovered``, ``flapping``; each with ``tag``,
+    ``transition``, ``from``, ``to``, ``up``, ``total``, ``down``, ``since``),
+    the master the minion should leave because it stopped answering while
+    another answers (``heal``, else None) and ``errors``: ``{master: why}`` for
+    each master that did not answer this tick (no address, refused, no answer
+    within the timeout, or the probe's own exception by type and message, which
+    is also logged and leaves that master's state as it was). Without ``state``
+    it is the first tick: ``connected`` fires, and ``degraded``/``lost`` when a
+    master is already down.
 
     config
         The beacon's configuration (list of one-key dicts or a dict):
@@ -243,7 +258,8 @@ def watch(config=None, state=None, connected=None, confirm=False, name=None):
     connected
         The master the minion daemon is connected to (the beacon passes the
         daemon's live ``master`` option; ``""`` for none). Default: read from the
-        daemon's sockets, as ``ha.status`` does.
+        daemon's sockets, as ``ha.status`` does (an error saying why when they
+        cannot be read).
 
     confirm
         With ``connected``, from inside the daemon (the beacon): count a change
@@ -287,7 +303,8 @@ def watch(config=None, state=None, connected=None, confirm=False, name=None):
     )
     if name is not None:
         ha_watch.STATES[name] = state
-    return {"state": state, "events": events, "heal": heal}
+    errors = {entry["master"]: entry["error"] for entry in masters if entry["error"] and not entry["up"]}
+    return {"state": state, "events": events, "heal": heal, "errors": errors}
 
 
 def validate_beacon(config):
@@ -342,5 +359,5 @@ def leave_master(master=None):
         master = ha_endpoints.endpoint_for(connected, __opts__).host
     with salt.utils.event.get_event("minion", opts=__opts__, listen=False) as event:
         fired = bool(event.fire_event({"master": master}, "__master_disconnected"))
-    log.warning("salt-ha: asked the minion to leave master %s (fired: %s)", master, fired)
+    log.warning("salt-ha: asked the minion to leave master %r (fired: %s)", master, fired)
     return {"master": master, "fired": fired}

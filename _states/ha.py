@@ -10,7 +10,11 @@ Each follows Salt's state recipe: validate (bad input: ``result: False``, a
 comment naming the problem, nothing written), compare with the files on disk,
 ``test=True`` predicts ``changes`` with ``result: None``, write atomically with
 the previous version kept as ``<file>.<UTC time>.bak``, re-read, report. A second
-run reports no changes.
+run reports no changes. A drop-in that holds corrupt YAML (or no mapping, which
+Salt refuses to start with) is replaced, never silently: ``changes["corrupt_file"]``
+(``path``, ``problem``, ``backup``) and the comment name it and the YAML error, and
+the corrupt file is the backup. Values from files, pillar or the SLS appear
+escaped (``repr``) in comments.
 """
 
 import logging
@@ -37,26 +41,28 @@ def _run(name, make_plan, done, restart=None):
     except (SaltInvocationError, CommandExecutionError) as err:
         ret["comment"] = f"Nothing written: {err}"
         return ret
-    notes = list(plan.notes)
     if not plan.changed:
-        ret.update(result=True, comment=" ".join([f"{name} is already in the desired state."] + notes))
+        comment = [f"{name!r} is already in the desired state."] + list(plan.notes)
+        ret.update(result=True, comment=" ".join(comment))
         return ret
-    ret["changes"] = plan.changes
     if __opts__.get("test"):
+        changes, notes = ha_state.report(plan)
         if restart_plan is not None:
             notes.append(f"The salt-minion would be restarted ({restart_plan['restart']['method']}).")
-        ret.update(result=None, comment=" ".join([f"{name} would be changed; {done}."] + notes))
+        ret.update(result=None, changes=changes, comment=" ".join([f"{name!r} would be changed; {done}."] + notes))
         return ret
     try:
-        backups = ha_state.apply_plan(plan)
+        written = ha_state.write_plan(plan)
     except CommandExecutionError as err:
-        ret.update(changes={}, comment=str(err))
+        ret["comment"] = f"Writing {name!r} failed: {err}"
         return ret
-    kept = f" Previous version kept in {', '.join(backups)}." if backups else ""
-    comment = [f"{name} changed; {done}.{kept}"] + notes
+    changes, notes = ha_state.report(plan, written)
+    backups = [backup for backup in written.values() if backup]
+    kept = f" Previous version kept in {', '.join(repr(path) for path in backups)}." if backups else ""
+    comment = [f"{name!r} changed; {done}.{kept}"] + notes
     if restart_plan is not None:
         comment.append(_spawn_restart(restart_plan))
-    ret.update(result=True, comment=" ".join(comment))
+    ret.update(result=True, changes=changes, comment=" ".join(comment))
     return ret
 
 
@@ -216,7 +222,11 @@ def master_keypair(name, private_key, public_key=None):
     With Salt 3008's layout (``master.pem``/``master.pub`` symlinks to
     ``<master_id>.pem/.pub``) the symlink targets are written, in the older layout
     the plain files. master.pem gets mode 0400 (as Salt writes it), its backup
-    is written under a 0077 umask and keeps mode 0400 and the owner.
+    is written under a 0077 umask and keeps mode 0400 and the owner. Both files
+    are staged (temp files beside them) before either is replaced; if one cannot
+    be replaced, the other gets its previous version back and the state fails
+    (``result: False``, the comment names the file and what failed), so a failed
+    write never leaves a mismatched pair.
 
     Changes and comments show fingerprints only, never key material: the
     path-based fingerprint (sha256) that ``salt-key -f master.pub``/wheel

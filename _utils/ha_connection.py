@@ -7,6 +7,11 @@ reads the daemon's own sockets: the process tree under the pid in the minion's
 connections, matched against each master's addresses *and* its ret/publish ports.
 When the pidfile is missing or stale, the ancestors of the calling process are
 used instead, which covers a call running inside the daemon (``salt <id> ha.status``).
+
+No pidfile, no pid in it or no such process means no daemon. A pidfile or a
+daemon process that cannot be read (permission denied: a ``salt-call`` as
+another user than the daemon's; another OS error) is not "no daemon":
+:class:`DaemonUnreadable` names the path or pid and the error.
 """
 
 import ipaddress
@@ -14,37 +19,88 @@ import logging
 import os
 
 import psutil
+from salt.exceptions import CommandExecutionError
+
+import ha_probe
 
 log = logging.getLogger(__name__)
 
 
+class DaemonUnreadable(CommandExecutionError):
+    """The minion daemon's pidfile or processes cannot be read; the message names the path or pid and why."""
+
+
 def read_pid(pidfile):
-    """The pid in ``pidfile`` if that process exists, else None."""
+    """
+    The pid in ``pidfile`` if that process exists, else None (no pidfile, no pid
+    in it, no such process).
+
+    Raises :class:`DaemonUnreadable` naming the path and the OS error when the
+    pidfile exists but cannot be read (permission denied, I/O error).
+    """
+    if not pidfile:
+        return None
+    if not isinstance(pidfile, (str, os.PathLike)):
+        raise DaemonUnreadable(f"the pidfile option {pidfile!r} is not a path")
     try:
         with open(pidfile, encoding="utf-8") as handle:
-            pid = int(handle.read().strip())
-    except (OSError, ValueError, TypeError):
+            text = handle.read()
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    return pid if psutil.pid_exists(pid) else None
+    except OSError as err:
+        raise DaemonUnreadable(
+            f"cannot read the salt-minion pidfile {pidfile!r}: {os_error_text(err)}"
+        ) from err
+    except UnicodeDecodeError:
+        log.debug("The salt-minion pidfile %r holds no pid (not UTF-8 text)", pidfile)
+        return None
+    try:
+        pid = int(text.strip())
+        exists = pid > 0 and psutil.pid_exists(pid)
+    except (ValueError, OverflowError):
+        log.debug("The salt-minion pidfile %r holds no pid: %r", pidfile, text[:80])
+        return None
+    return pid if exists else None
+
+
+def os_error_text(err):
+    """``PermissionError: Permission denied`` for an ``OSError`` (its type and reason, printable)."""
+    return f"{type(err).__name__}: {ha_probe.printable(err.strerror or err)}"
 
 
 def process_tree(pid):
-    """``pid`` and all of its descendants (processes that vanish are skipped)."""
+    """
+    ``pid`` and all of its descendants (processes that vanish are skipped; none
+    when ``pid`` is gone). Raises :class:`DaemonUnreadable` when they cannot be read.
+    """
     try:
         root = psutil.Process(pid)
         return [root, *root.children(recursive=True)]
-    except psutil.Error:
+    except psutil.NoSuchProcess:
         return []
+    except (psutil.Error, OSError) as err:
+        raise DaemonUnreadable(
+            f"cannot read the process tree of the salt-minion (pid {pid}): {ha_probe.describe_error(err)}"
+        ) from err
 
 
-def daemon_processes(pidfile):
-    """The minion daemon's processes, or the calling process and its ancestors."""
-    pid = read_pid(pidfile) if pidfile else None
-    if pid is not None:
-        return process_tree(pid)
-    log.debug("No running minion in pidfile %s; using the calling process tree", pidfile)
+def calling_processes():
+    """The calling process and its ancestors."""
     me = psutil.Process(os.getpid())
     return [me, *me.parents()]
+
+
+def daemon_remotes(pidfile):
+    """
+    :func:`established_remotes` of the minion daemon in ``pidfile``, or (no
+    daemon there) of the calling process and its ancestors, where a process that
+    cannot be read is skipped: it is not the daemon, or not known to be.
+    """
+    pid = read_pid(pidfile)
+    if pid is not None:
+        return established_remotes(process_tree(pid), strict=True)
+    log.debug("No running minion in pidfile %r; using the calling process tree", pidfile)
+    return established_remotes(calling_processes())
 
 
 def normalize_ip(address):
@@ -57,13 +113,27 @@ def normalize_ip(address):
     return str(mapped or ip)
 
 
-def established_remotes(processes):
-    """``{(remote ip, remote port)}`` of the ESTABLISHED TCP connections of ``processes``."""
+def established_remotes(processes, strict=False):
+    """
+    ``{(remote ip, remote port)}`` of the ESTABLISHED TCP connections of ``processes``.
+
+    A process that ended meanwhile is skipped. One whose connections cannot be
+    read (permission denied, another error) is skipped too, unless ``strict``:
+    then :class:`DaemonUnreadable` names its pid and the error.
+    """
     remotes = set()
     for proc in processes:
         try:
             connections = proc.net_connections(kind="tcp")
-        except psutil.Error:
+        except psutil.NoSuchProcess:
+            continue
+        except (psutil.Error, OSError) as err:
+            if strict:
+                raise DaemonUnreadable(
+                    f"cannot read the TCP connections of the salt-minion process {proc.pid}: "
+                    f"{ha_probe.describe_error(err)}"
+                ) from err
+            log.debug("Skipping process %s: %s", proc.pid, ha_probe.describe_error(err))
             continue
         for conn in connections:
             if conn.status == psutil.CONN_ESTABLISHED and conn.raddr:
@@ -82,8 +152,12 @@ def mark_connected(entries, pidfile):
     """
     Set ``connected`` on each ``ha.status`` master entry; return the name of the
     master the daemon is connected to (the first one, in list order), or None.
+
+    Raises :class:`DaemonUnreadable` (entries left unchanged) when the daemon's
+    pidfile or sockets cannot be read: which master it is connected to is then
+    unknown, not None.
     """
-    remotes = established_remotes(daemon_processes(pidfile))
+    remotes = daemon_remotes(pidfile)
     connected = None
     for entry in entries:
         entry["connected"] = is_connected(entry, remotes)

@@ -94,6 +94,9 @@ PORT_EXAMPLES = {
     "master_port": f"master_port: {ha_endpoints.DEFAULT_RET_PORT}",
     "publish_port": f"publish_port: {ha_endpoints.DEFAULT_PUBLISH_PORT}",
 }
+# The key under which written_options() hands the files it could not use to
+# lint_options() (through daemon_options()): a dunder key, which rule 1 skips.
+CONFIG_PROBLEMS = "__ha_config_file_problems"
 RECOMMENDED = {
     "master_type": "failover",
     "transport": "zeromq",
@@ -154,6 +157,14 @@ def fmt_seconds(value):
     return f"{value:g}"
 
 
+def escaped(value):
+    """``str(value)`` with control and other non-printable characters escaped as repr does."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 def effective_options(opts):
     """
     Salt's defaults overlaid with ``opts``.
@@ -202,8 +213,8 @@ def known_options():
 def yaml_value(value):
     """A value the way an operator writes it in YAML flow style."""
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(str(item) for item in value) + "]"
-    return str(value)
+        return "[" + ", ".join(escaped(item) for item in value) + "]"
+    return escaped(value)
 
 
 # --- rule 1: unknown options and typos -------------------------------------
@@ -232,25 +243,71 @@ def unknown_option_finding(key, value, known):
         also = "" if fix == "master_type: failover" else " with master_type: failover"
         return finding(
             "error", key,
-            f"'{key}' is not a Salt minion option: Salt ignores it silently, so this "
+            f"{key!r} is not a Salt minion option: Salt ignores it silently, so this "
             "setting does nothing for failover",
-            f"did you mean {fix}? Write `{fix}`{also} and remove '{key}'",
+            f"did you mean {fix}? Write `{fix}`{also} and remove {key!r}",
         )  # fmt: skip
     match = normalized if normalized in known else None
     match = match or next(iter(difflib.get_close_matches(normalized, known, n=1, cutoff=0.8)), None)
     if match:
         return finding(
             "error", key,
-            f"'{key}' is not a Salt minion option (Salt ignores it silently); "
+            f"{key!r} is not a Salt minion option (Salt ignores it silently); "
             f"it looks like a misspelling of '{match}'",
-            f"did you mean {match}? Write `{match}: {yaml_value(value)}` instead of '{key}'",
+            f"did you mean {match}? Write `{match}: {yaml_value(value)}` instead of {key!r}",
         )  # fmt: skip
     return finding(
         "warning", key,
-        f"unknown option '{key}': it is not a Salt minion option and Salt ignores it "
+        f"unknown option {key!r}: it is not a Salt minion option and Salt ignores it "
         "silently (unless a custom module reads it)",
-        f"remove '{key}' or check its spelling against the minion configuration reference",
+        f"remove {key!r} or check its spelling against the minion configuration reference",
     )  # fmt: skip
+
+
+# --- config files Salt cannot read ---------------------------------------------
+
+
+def check_config_files(ctx):
+    """
+    Files :func:`written_options` could not use. salt.config._read_conf_file raises
+    on invalid YAML and on a document that is not a mapping, and the minion exits
+    (``exit_on_config_errors``); a directory or non-UTF-8 file fails it too. Only a
+    broken ``*_schedule.conf`` is renamed to ``*YAMLError`` and started without.
+    """
+    problems = ctx.given.get(CONFIG_PROBLEMS)
+    findings = []
+    for item in problems if isinstance(problems, list) else []:
+        if not isinstance(item, dict) or not {"path", "option", "problem", "fatal"} <= set(item):
+            continue
+        path, problem = item["path"], escaped(item["problem"])
+        if item["fatal"]:
+            every = " (Salt reads every minion.d/*.conf)" if item["option"] == "default_include" else ""
+            findings.append(
+                finding(
+                    "error", item["option"],
+                    f"config file {path!r} {problem}: the salt-minion exits at start-up "
+                    "while it is there, and the options in it are not linted",
+                    f"fix {path!r} or move it out of the way{every}",
+                )  # fmt: skip
+            )
+        elif str(path).endswith("_schedule.conf"):
+            findings.append(
+                finding(
+                    "warning", item["option"],
+                    f"config file {path!r} {problem}: Salt renames it to *YAMLError at "
+                    "start-up and runs without the schedule it held",
+                    f"fix {path!r} or remove it (Salt rewrites it when the schedule changes)",
+                )  # fmt: skip
+            )
+        else:
+            findings.append(
+                finding(
+                    "warning", item["option"],
+                    f"config file {path!r} {problem}: the options in it are not linted",
+                    "run ha.lint as the user the salt-minion runs as (usually root)",
+                )  # fmt: skip
+            )
+    return findings
 
 
 # --- option types and master_type --------------------------------------------
@@ -324,7 +381,7 @@ def check_master_entries(ctx):
     return [
         finding(
             "error", option,
-            f"the {option} option cannot be used: {ctx.endpoint_error}",
+            f"the {option} option cannot be used: {escaped(ctx.endpoint_error)}",
             PORT_EXAMPLES.get(
                 option,
                 "write master: [master1.example.com, master2.example.com] with host names "
@@ -628,8 +685,8 @@ def check_failback(ctx):
 
 def failback_finding(severity, ctx, why, suggestion):
     values = (
-        f"master_failback is True (master_type {ctx.master_type}, transport "
-        f"{ctx.opts.get('transport')}, master_alive_interval "
+        f"master_failback is True (master_type {escaped(ctx.master_type)}, transport "
+        f"{escaped(ctx.opts.get('transport'))}, master_alive_interval "
         f"{ctx.opts.get('master_alive_interval')!r})"
     )
     return finding(severity, "master_failback", f"{values}: {why}", suggestion)
@@ -786,7 +843,7 @@ def check_ha_beacon_timing(ctx):
             finding(
                 "warning", "loop_interval",
                 f"loop_interval is {fmt_seconds(loop)} s: Salt counts the ha beacon's interval "
-                f"in loop_intervals, so interval {beacon.get('interval', 5)} means "
+                f"in loop_intervals, so interval {escaped(beacon.get('interval', 5))} means "
                 f"{fmt_seconds(as_number(beacon.get('interval', 5)) * loop)} s",
                 "loop_interval: 1 (Salt's default)",
             )  # fmt: skip
@@ -795,6 +852,7 @@ def check_ha_beacon_timing(ctx):
 
 
 RULES = (
+    check_config_files,
     check_unknown_options,
     check_option_types,
     check_master_type,
@@ -939,50 +997,109 @@ def lint_options(opts, written_keys=None, resolver=None):
     return findings + [estimate_finding(opts)]
 
 
+class ConfigFileError(CommandExecutionError):
+    """
+    A config file Salt cannot use, or that cannot be read.
+
+    ``path`` and ``problem`` (what is wrong, file-sourced parts escaped);
+    ``fatal``: Salt refuses to start with it (a read failure of this process, or a
+    broken ``_schedule.conf`` that Salt renames and starts without, is not fatal).
+    """
+
+    def __init__(self, path, problem, fatal=True):
+        super().__init__(f"config file {path!r} {problem}")
+        self.path = path
+        self.problem = problem
+        self.fatal = fatal
+
+
+def yaml_problem(err):
+    """A YAML error in one line: what is wrong and where (1-based line and column)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None)
+    if mark is None or not problem:
+        return " ".join(str(err).split())
+    context = f"{err.context}: " if getattr(err, "context", None) else ""
+    return f"{context}{problem} (line {mark.line + 1}, column {mark.column + 1})"
+
+
+def parse_config(data, path):
+    """
+    The options of a config file's ``data`` (str or bytes) read as Salt reads it
+    (``salt.config._read_conf_file``): an empty or false document is ``{}``; invalid
+    YAML or a document that is not a mapping raises :class:`ConfigFileError`
+    naming ``path`` and the problem (escaped).
+    """
+    try:
+        loaded = salt.utils.yaml.safe_load(data)
+    except salt.utils.yaml.YAMLError as err:
+        # Salt renames a broken *_schedule.conf to *YAMLError and starts without it.
+        raise ConfigFileError(
+            path,
+            f"is not valid YAML: {yaml_problem(err)!r}",
+            fatal=not str(path).endswith("_schedule.conf"),
+        ) from err
+    if not loaded:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigFileError(
+            path, f"holds a {type(loaded).__name__}, not a mapping of options"
+        )
+    return loaded
+
+
 def load_config_file(path):
     """
     Read a minion YAML config file: ``{}`` for an empty file, the mapping otherwise.
 
-    Raises ``CommandExecutionError`` naming ``path`` when it is missing, unreadable,
-    not YAML, or not a mapping.
+    Raises :class:`ConfigFileError` (a ``CommandExecutionError``) naming ``path`` when
+    it is missing, unreadable, not UTF-8, not YAML, or not a mapping.
     """
+    if not isinstance(path, str) or not path:
+        raise ConfigFileError(path, "is not a file path", fatal=False)
     try:
         with salt.utils.files.fopen(path, "r") as handle:
-            data = salt.utils.yaml.safe_load(handle)
+            text = handle.read()
     except FileNotFoundError as err:
-        raise CommandExecutionError(f"config file {path} does not exist") from err
+        raise ConfigFileError(path, "does not exist", fatal=False) from err
     except IsADirectoryError as err:
-        raise CommandExecutionError(f"config file {path} is a directory") from err
-    except (OSError, UnicodeDecodeError) as err:
-        raise CommandExecutionError(f"config file {path} cannot be read: {err}") from err
-    except salt.utils.yaml.YAMLError as err:
-        raise CommandExecutionError(f"config file {path} is not valid YAML: {err}") from err
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise CommandExecutionError(
-            f"config file {path} holds a {type(data).__name__}, not a mapping of options"
-        )
-    return data
+        raise ConfigFileError(path, "is a directory") from err
+    except UnicodeDecodeError as err:
+        raise ConfigFileError(path, f"cannot be read: it is not UTF-8 text ({err.reason})") from err
+    except OSError as err:
+        raise ConfigFileError(
+            path, f"cannot be read by this process: {err.strerror or err}", fatal=False
+        ) from err
+    return parse_config(text, path)
 
 
 def written_options(conf_file):
     """
     The options written for a running minion: ``conf_file`` merged with every
     ``minion.d/*.conf`` next to it (Salt's default_include), later files winning.
-    Unreadable files are skipped (best effort; logged at debug).
+
+    A file that cannot be used is left out of the merge and listed under
+    ``CONFIG_PROBLEMS`` as ``{"path", "option", "problem", "fatal"}``; :func:`lint_options`
+    turns each into a finding (an error when Salt refuses to start with it). A
+    missing ``conf_file`` is not a problem (Salt runs on its defaults).
     """
     if not conf_file:
         return {}
     paths = [conf_file] + sorted(
         glob.glob(os.path.join(os.path.dirname(conf_file), "minion.d", "*.conf"))
     )
-    written = {}
+    written, problems = {}, []
     for path in paths:
         try:
             written.update(load_config_file(path))
-        except CommandExecutionError as err:
-            log.debug("lint: skipping %s: %s", path, err)
+        except ConfigFileError as err:
+            if isinstance(err.__cause__, FileNotFoundError):
+                continue  # no config file (Salt's defaults), or a drop-in removed meanwhile
+            log.debug("lint: cannot use %r: %s", path, err.problem)
+            option = "conf_file" if path == conf_file else "default_include"
+            problems.append({"path": path, "option": option, "problem": err.problem, "fatal": err.fatal})
+    if problems:
+        written[CONFIG_PROBLEMS] = problems
     return written
 
 
@@ -1003,4 +1120,4 @@ def daemon_options(opts, written):
 
 def written_option_keys(conf_file):
     """Option names written for a running minion (see :func:`written_options`)."""
-    return set(written_options(conf_file))
+    return set(written_options(conf_file)) - {CONFIG_PROBLEMS}

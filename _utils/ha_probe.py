@@ -16,6 +16,7 @@ import logging
 import socket
 import threading
 import time
+import traceback
 
 import salt.payload
 import zmq
@@ -43,11 +44,41 @@ def validate_timeout(timeout, what="timeout", maximum=300):
     return value
 
 
+def printable(text):
+    """
+    ``text`` with every non-printable character escaped as ``repr`` does (a newline
+    becomes ``\\n``), printable text unchanged: for text from a file, a config or a
+    peer inside a message or a log line, so that it cannot forge a second line.
+    """
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in str(text))
+
+
+def describe_error(err):
+    """``TypeName: message`` of an exception, the message made :func:`printable`."""
+    message = printable(err)
+    return f"{type(err).__name__}: {message}" if message else type(err).__name__
+
+
+def log_fault(logger, subject, err):
+    """
+    Log an unexpected exception: a warning ``salt-ha: <subject> failed: <TypeName:
+    message>`` and, at debug, its traceback, every line of the exception's text
+    made :func:`printable` (``subject`` shows its values with ``repr``). Returns
+    ``TypeName: message`` for the caller's report.
+    """
+    fault = describe_error(err)
+    logger.warning("salt-ha: %s failed: %s", subject, fault)
+    frames = "".join(traceback.format_tb(err.__traceback__))
+    logger.debug("salt-ha: traceback of that failure (most recent call last):\n%s%s", frames, fault)
+    return fault
+
+
 def run_concurrently(tasks, timeout):
     """
     Run ``{key: callable}`` in daemon threads; return ``{key: result}`` for the
     callables that finished within ``timeout`` seconds. A callable that raised
-    is reported as the exception object.
+    is reported as the exception object (whatever its type: the caller names it);
+    a key that is missing did not finish in time.
     """
     results = {}
     lock = threading.Lock()
@@ -56,7 +87,8 @@ def run_concurrently(tasks, timeout):
     def runner(key, func):
         try:
             value = func()
-        except Exception as err:  # pylint: disable=broad-except
+        except Exception as err:  # pylint: disable=broad-except  (a probe thread reports, never dies)
+            log.debug("salt-ha: probe task %r raised %s", key, describe_error(err))
             value = err
         with lock:
             results[key] = value
@@ -73,15 +105,23 @@ def run_concurrently(tasks, timeout):
 
 
 def resolve(host, timeout):
-    """Return the unique addresses of ``host`` (an IP literal resolves to itself)."""
+    """
+    Return the unique addresses of ``host`` (an IP literal resolves to itself).
+
+    Raises ``OSError`` naming the host: the lookup timed out, or failed (the
+    resolver's message; the exception type too when it is not an ``OSError``,
+    e.g. ``UnicodeError`` for a label longer than 63 characters).
+    """
     found = run_concurrently(
         {host: lambda: socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}, timeout
     )
     if host not in found:
         raise OSError(f"DNS lookup of {host!r} timed out after {timeout:g} s")
     infos = found[host]
+    if isinstance(infos, OSError):
+        raise OSError(f"DNS lookup of {host!r} failed: {printable(infos)}") from infos
     if isinstance(infos, Exception):
-        raise OSError(f"DNS lookup of {host!r} failed: {infos}") from infos
+        raise OSError(f"DNS lookup of {host!r} failed: {describe_error(infos)}") from infos
     addresses = []
     for info in infos:
         address = info[4][0]
@@ -162,7 +202,7 @@ def probe_endpoint(endpoint, timeout, transport="zeromq", context=None):
     try:
         result["addresses"] = resolve(endpoint.host, timeout)
     except OSError as err:
-        result["error"] = str(err)
+        result["error"] = printable(err)
         return result
     address = result["addresses"][0]  # the minion connects to the first address, too
 
@@ -177,18 +217,47 @@ def probe_endpoint(endpoint, timeout, transport="zeromq", context=None):
         remaining() + COLLECT_SLACK,
     )
     result["publish_port_open"] = checks.get("publish") is True
-    ping = checks.get("ping", TimeoutError("no answer to ping"))
-    if isinstance(ping, (TimeoutError, socket.timeout)):
-        result["error"] = f"ret port {endpoint.ret_port}: no answer within {timeout:g} s"
-        return result
-    if isinstance(ping, Exception):
-        result["error"] = f"ret port {endpoint.ret_port}: {ping}"
+    ping_error = check_error(checks, "ping", endpoint.master, timeout)
+    if ping_error is not None:
+        result["error"] = f"ret port {endpoint.ret_port}: {ping_error}"
         return result
     result["up"] = True
-    result["latency_ms"] = round(ping * 1000, 3)
-    if not result["publish_port_open"]:
+    result["latency_ms"] = round(checks["ping"] * 1000, 3)
+    if checks.get("publish") is False:
         result["error"] = f"publish port {endpoint.publish_port} does not accept connections"
+    elif not result["publish_port_open"]:
+        publish_error = check_error(checks, "publish", endpoint.master, timeout)
+        result["error"] = f"publish port {endpoint.publish_port}: {publish_error}"
     return result
+
+
+def is_fault(outcome):
+    """
+    True for an exception that is a fault of the probe itself, not an answer of
+    the network (``OSError``, which includes ``TimeoutError`` and refusals).
+    """
+    return isinstance(outcome, Exception) and not isinstance(outcome, OSError)
+
+
+def check_error(checks, key, master, timeout, name=None):
+    """
+    Why the check ``key`` in ``checks`` (a :func:`run_concurrently` result) on
+    ``master`` did not succeed, or None when it returned a value.
+
+    Missing (or a ``TimeoutError``) is ``no answer within N s``; an ``OSError``
+    is its message; any other exception is a fault of the probe itself: logged
+    (:func:`log_fault`) and named with its type, ``<name> check failed:
+    TypeName: message`` (``name`` defaults to ``key``), never passed off as a timeout.
+    """
+    if key not in checks or isinstance(checks[key], TimeoutError):
+        return f"no answer within {timeout:g} s"
+    outcome = checks[key]
+    if isinstance(outcome, OSError):
+        return printable(outcome)
+    if is_fault(outcome):
+        name = key if name is None else name
+        return f"{name} check failed: {log_fault(log, f'the {name} check of master {master!r}', outcome)}"
+    return None
 
 
 def app_ping(address, port, timeout, transport, context):
@@ -222,19 +291,41 @@ def probe_endpoints(endpoints, timeout, transport="zeromq"):
     results = []
     for index, endpoint in enumerate(endpoints):
         entry = found.get(index)
-        if entry is None or isinstance(entry, Exception):
+        if index not in found:
             entry = blank_entry(endpoint)
             entry["error"] = f"probe did not finish within {timeout:g} s"
+        elif isinstance(entry, Exception):
+            fault = log_fault(log, f"the probe of master {endpoint.master!r}", entry)
+            entry = blank_entry(endpoint)
+            entry["error"] = f"probe failed: {fault}"
         results.append(entry)
+    return results
+
+
+def resolve_each(hosts, timeout):
+    """
+    ``{host: [addresses] or OSError}`` for every host, concurrently: the error
+    says why a host has no address (:func:`resolve`'s, or the timeout).
+    """
+    unique = set(hosts)
+    found = run_concurrently(
+        {host: (lambda h=host: resolve(h, timeout)) for host in unique}, timeout + COLLECT_SLACK
+    )
+    results = {}
+    for host in unique:
+        outcome = found.get(host)
+        if host not in found:
+            outcome = OSError(f"DNS lookup of {host!r} timed out after {timeout:g} s")
+        elif is_fault(outcome):
+            fault = log_fault(log, f"the DNS lookup of {host!r}", outcome)
+            outcome = OSError(f"DNS lookup of {host!r} failed: {fault}")
+        results[host] = outcome
     return results
 
 
 def resolve_many(hosts, timeout):
     """``{host: [addresses]}`` for every host, concurrently; ``[]`` where it does not resolve."""
-    found = run_concurrently(
-        {host: (lambda h=host: resolve(h, timeout)) for host in set(hosts)},
-        timeout + COLLECT_SLACK,
-    )
     return {
-        host: found[host] if isinstance(found.get(host), list) else [] for host in set(hosts)
+        host: [] if isinstance(outcome, Exception) else outcome
+        for host, outcome in resolve_each(hosts, timeout).items()
     }

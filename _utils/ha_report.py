@@ -7,28 +7,34 @@ Pure functions over plain data: the ``masters`` entries from ``ha_probe`` (with
 
 import math
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from salt.exceptions import CommandExecutionError, SaltException
 
 import ha_lint
+import ha_probe
 from ha_lint import finding, sort_findings
 
 SEVERITIES = tuple(ha_lint.SEVERITY_ORDER)
 NAGIOS_CODES = {"OK": 0, "WARNING": 1, "CRITICAL": 2, "UNKNOWN": 3}
 
 
-def probe_findings(masters, connected):
-    """Findings that only a live probe can tell: masters down, a hung connected master."""
+def probe_findings(masters, connected, connection_error=None):
+    """
+    Findings that only a live probe can tell: masters down, a hung connected
+    master, no daemon connected, or (``connection_error``: why) no way to tell
+    which master the daemon is connected to.
+    """
     found = []
     for entry in masters:
         if entry["up"]:
             continue
+        error = ha_probe.printable(entry["error"])
         if entry["connected"]:
             found.append(
                 finding(
                     "error",
                     "master",
-                    f"the minion is connected to {entry['master']}, which does not answer: "
-                    f"{entry['error']} (a hung master keeps its TCP connection; stock Salt never leaves it)",
+                    f"the minion is connected to {entry['master']!r}, which does not answer: "
+                    f"{error} (a hung master keeps its TCP connection; stock Salt never leaves it)",
                     "investigate the master; the salt-ha beacon moves the minion off a hung master",
                 )
             )
@@ -37,11 +43,22 @@ def probe_findings(masters, connected):
                 finding(
                     "warning",
                     "master",
-                    f"master {entry['master']} is down: {entry['error']}",
+                    f"master {entry['master']!r} is down: {error}",
                     "bring it back or remove it from the master list",
                 )
             )
-    if connected is None:
+    if connection_error is not None:
+        found.append(
+            finding(
+                "warning",
+                "master",
+                "cannot tell which master the salt-minion daemon is connected to: "
+                f"{ha_probe.printable(connection_error)}",
+                "run this as root (or as the salt-minion's user), which can read the "
+                "daemon's pidfile and sockets",
+            )
+        )
+    elif connected is None:
         found.append(
             finding(
                 "info",
@@ -60,9 +77,9 @@ def is_failover_ready(masters, connected, findings):
     return len(masters) >= 2 and bool(others_up) and not errors
 
 
-def build_status(masters, connected, lint_findings):
-    """The ``ha.status`` return."""
-    findings = sort_findings(probe_findings(masters, connected) + list(lint_findings))
+def build_status(masters, connected, lint_findings, connection_error=None):
+    """The ``ha.status`` return (``connection_error``: see :func:`probe_findings`)."""
+    findings = sort_findings(probe_findings(masters, connected, connection_error) + list(lint_findings))
     return {
         "masters": masters,
         "connected": connected,
@@ -122,16 +139,42 @@ def nagios_line(status, warn=None, crit=None):
     errors = sum(1 for f in status["findings"] if f["severity"] == "error")
     if errors:
         message += f", {errors} config error(s)"
-    return NAGIOS_CODES[state], f"SALT-HA {state} - {message} | {perfdata(status, warn, crit)}"
+    line = f"SALT-HA {state} - {message} | {perfdata(status, warn, crit)}"
+    return NAGIOS_CODES[state], ha_probe.printable(line)  # one line, whatever the master names hold
 
 
 def unknown_line(error):
-    """The plugin line when the check itself could not run."""
-    return NAGIOS_CODES["UNKNOWN"], f"SALT-HA UNKNOWN - {error}"
+    """
+    The plugin line when the check itself could not run: a Salt error by its
+    message, any other exception as ``TypeName: message``; always one line.
+    """
+    if isinstance(error, Exception) and not isinstance(error, SaltException):
+        text = ha_probe.describe_error(error)
+    else:
+        text = ha_probe.printable(error)
+    return NAGIOS_CODES["UNKNOWN"], f"SALT-HA UNKNOWN - {text}"
 
 
 def prometheus_text(status):
-    """Prometheus text exposition of a ``ha.status`` return (prometheus_client)."""
+    """
+    Prometheus text exposition of a ``ha.status`` return (prometheus_client).
+
+    Raises ``CommandExecutionError`` saying so when prometheus_client is not
+    installed (imported here, so that the rest of the module works without it).
+    """
+    try:
+        # pylint: disable-next=import-outside-toplevel
+        from prometheus_client import CollectorRegistry, Gauge, generate_latest
+    except ImportError as err:
+        if isinstance(err, ModuleNotFoundError) and err.name == "prometheus_client":
+            raise CommandExecutionError(
+                "prometheus_client is not installed; ha.metrics needs it: pip install prometheus_client "
+                "(salt-pip install prometheus_client for onedir Salt)"
+            ) from err
+        raise CommandExecutionError(
+            f"prometheus_client cannot be imported ({ha_probe.describe_error(err)}); ha.metrics "
+            "needs it: pip install --force-reinstall prometheus_client"
+        ) from err
     registry = CollectorRegistry()
     up = Gauge("salt_ha_master_up", "1 if the master answers an application-level ping", ["master"], registry=registry)
     latency = Gauge("salt_ha_master_latency_seconds", "Ping round trip to the master", ["master"], registry=registry)

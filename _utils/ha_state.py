@@ -45,12 +45,17 @@ SYSTEMD_UNIT = re.compile(r"/(salt-minion[\w@.-]*\.service)(?:/|$)")
 
 @dataclasses.dataclass(frozen=True)
 class FilePlan:
-    """One file a state manages: where, the wanted bytes and mode, whether it changes."""
+    """
+    One file a state manages: where, the wanted bytes and mode, whether it changes;
+    ``corrupt``: why the file on disk cannot be read as Salt reads it (escaped), or
+    None. A corrupt file is replaced, its previous version kept as the backup.
+    """
 
     path: str
     content: bytes
     mode: int
     changed: bool
+    corrupt: str = None
 
     @property
     def private(self):
@@ -98,7 +103,7 @@ def dropin_path(name, conf_file, folder):
     real_folder = os.path.realpath(folder_path)
     if os.path.dirname(os.path.realpath(path)) != real_folder:
         raise SaltInvocationError(
-            f"name {name!r} is outside the salt config dir's {folder}/ ({folder_path}): "
+            f"name {name!r} is outside the salt config dir's {folder}/ ({folder_path!r}): "
             "Salt would never read it"
         )
     return path
@@ -120,18 +125,31 @@ def read_bytes(path):
     except FileNotFoundError:
         return None
     except OSError as err:
-        raise CommandExecutionError(f"cannot read {path}: {err.strerror}") from err
+        raise CommandExecutionError(f"cannot read {path!r}: {err.strerror}") from err
 
 
-def yaml_mapping(data):
-    """The mapping a YAML file holds; ``{}`` when absent, empty, unreadable or not a mapping."""
-    if not data:
-        return {}
+def current_options(path, data):
+    """
+    ``(options, corrupt)`` of a config file's ``data`` as Salt reads it: ``({}, None)``
+    when absent or empty; ``({}, why)`` when it is not valid YAML or not a mapping,
+    ``why`` naming the YAML error (escaped).
+    """
+    if data is None:
+        return {}, None
     try:
-        loaded = yaml.safe_load(data)
-    except yaml.YAMLError:
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
+        return ha_lint.parse_config(data, path), None
+    except ha_lint.ConfigFileError as err:
+        return {}, err.problem
+
+
+def predicted_backup(path):
+    """How the backup of ``path`` will be named (the time is known only when it is written)."""
+    return f"{os.path.realpath(path)}.<UTC time>.bak"
+
+
+def corrupt_change(file):
+    """The ``changes`` entry of a corrupt file that is replaced (predicted backup name)."""
+    return {"path": file.path, "problem": file.corrupt, "backup": predicted_backup(file.path)}
 
 
 def option_changes(old, new):
@@ -143,11 +161,10 @@ def option_changes(old, new):
     }
 
 
-def file_plan(path, content, mode):
-    """A :class:`FilePlan` for ``content`` at ``path``, compared with the bytes on disk."""
-    current = read_bytes(path)
+def file_plan(path, content, mode, current, corrupt=None):
+    """A :class:`FilePlan` for ``content`` at ``path``, compared with ``current`` (its bytes)."""
     mode_differs = current is not None and stat_mode(path) != mode
-    return FilePlan(path, content, mode, current != content or mode_differs)
+    return FilePlan(path, content, mode, current != content or mode_differs, corrupt)
 
 
 def stat_mode(path):
@@ -246,7 +263,7 @@ def lint_failover(options, port_context=None):
 
 
 def finding_text(item):
-    return f"{item['option']}: {item['message']} (suggestion: {item['suggestion']})"
+    return f"{ha_lint.escaped(item['option'])}: {item['message']} (suggestion: {item['suggestion']})"
 
 
 def plan_minion_failover(name, conf_file, options, port_context=None):
@@ -254,7 +271,10 @@ def plan_minion_failover(name, conf_file, options, port_context=None):
     Plan the minion drop-in ``name`` holding ``options`` (see :func:`failover_options`).
 
     Refuses (``SaltInvocationError``) when ``ha_lint`` finds an error in them;
-    its warnings become notes. ``changes`` is ``{option: {"old", "new"}}``.
+    its warnings become notes. ``changes`` is ``{option: {"old", "new"}}``, plus
+    ``corrupt_file: {"path", "problem", "backup"}`` when the file on disk is not
+    valid YAML or not a mapping (Salt refuses to start with it): it is replaced and
+    kept as the backup, its options count as none (``old`` None).
     """
     path = dropin_path(name, conf_file, "minion.d")
     errors, warnings = lint_failover(options, port_context)
@@ -264,11 +284,14 @@ def plan_minion_failover(name, conf_file, options, port_context=None):
             + "; ".join(finding_text(item) for item in errors)
         )
     content = render_yaml(options, "ha.minion_failover").encode("utf-8")
-    plan = file_plan(path, content, PUBLIC_MODE)
     current = read_bytes(path)
-    changes = option_changes(yaml_mapping(current), options) if plan.changed else {}
+    old, corrupt = current_options(path, current)
+    plan = file_plan(path, content, PUBLIC_MODE, current, corrupt)
+    changes = option_changes(old, options) if plan.changed else {}
     if plan.changed and not changes:
         changes = {"file": "rewritten in canonical form (same options)"}
+    if corrupt:
+        changes["corrupt_file"] = corrupt_change(plan)
     notes = tuple(f"warning: {finding_text(item)}" for item in warnings)
     return StatePlan((plan,), changes, notes)
 
@@ -285,7 +308,7 @@ def validate_settings(settings, where="settings"):
     for key, value in settings.items():
         if not isinstance(key, str) or not key.strip():
             raise SaltInvocationError(f"{where} key {key!r} is not an option name")
-        validate_value(value, f"{where}:{key}")
+        validate_value(value, f"{where}:{ha_lint.escaped(key)}")
     return settings
 
 
@@ -320,18 +343,19 @@ def plan_master_config(name, conf_file, settings):
     Plan the master drop-in ``name`` (under ``master.d/``) from ``settings``.
 
     ``changes`` names the top-level options ``added``/``changed``/``removed`` (values are
-    not shown: master settings may hold passwords) and the files' sha256.
+    not shown: master settings may hold passwords) and the files' sha256, plus
+    ``corrupt_file`` as in :func:`plan_minion_failover`.
     """
     if not settings:
         raise SaltInvocationError(f"settings {settings!r} is empty: nothing to manage")
     settings = plain(validate_settings(settings))
     path = dropin_path(name, conf_file, "master.d")
     content = render_yaml(settings, "ha.master_config").encode("utf-8")
-    plan = file_plan(path, content, PUBLIC_MODE)
     current = read_bytes(path)
+    old, corrupt = current_options(path, current)
+    plan = file_plan(path, content, PUBLIC_MODE, current, corrupt)
     changes = {}
     if plan.changed:
-        old = yaml_mapping(current)
         diff = option_changes(old, settings)
         changes = {
             "added": sorted(key for key in diff if key not in old),
@@ -339,8 +363,10 @@ def plan_master_config(name, conf_file, settings):
             "removed": sorted(key for key in diff if key not in settings),
             "sha256": {"old": sha256(current), "new": sha256(content)},
         }
+    if corrupt:
+        changes["corrupt_file"] = corrupt_change(plan)
     notes = tuple(
-        f"warning: '{key}' is not a Salt master option (Salt ignores it unless a module reads it)"
+        f"warning: {key!r} is not a Salt master option (Salt ignores it unless a module reads it)"
         for key in unknown_master_options(settings)
     )
     return StatePlan((plan,), changes, notes)
@@ -383,7 +409,7 @@ def key_target(pki_dir, filename):
     target = os.path.realpath(link)
     if os.path.dirname(target) != os.path.realpath(pki_dir):
         raise SaltInvocationError(
-            f"{link} points to {target}, outside the pki dir: refusing to write there"
+            f"{link!r} points to {target!r}, outside the pki dir: refusing to write there"
         )
     return target
 
@@ -474,36 +500,73 @@ def plan_master_keypair(name, private_key, public_key=None):
 
 
 @contextlib.contextmanager
-def private_umask(file):
+def private_umask(private):
     """A 0o077 umask while a private file (and its backup) is written."""
-    if file.private:
+    if private:
         with salt.utils.files.set_umask(0o077):
             yield
     else:
         yield
 
 
-def apply_plan(plan):
+def write_plan(plan):
     """
-    Write every changed file of ``plan`` atomically (previous version backed up),
-    then re-read it. Returns the backups' paths. Raises ``CommandExecutionError``
-    naming the file (never its content) when a write fails or does not stick.
+    Write every changed file of ``plan`` together (``ha_files.atomic_write_all``:
+    all staged, then all replaced; if one cannot be replaced the others get their
+    previous version back), the previous versions kept as backups; then re-read
+    them. Returns ``{path: backup or None}`` of the files written. Raises
+    ``CommandExecutionError`` naming the file (never its content) and what the
+    rollback did when a write fails, or when a file does not hold what was written.
     """
-    backups = []
-    for file in plan.files:
-        if not file.changed:
-            continue
+    files = [file for file in plan.files if file.changed]
+    if not files:
+        return {}
+    for file in files:
         try:
             os.makedirs(os.path.dirname(file.path), mode=0o755, exist_ok=True)
-            with private_umask(file):
-                saved = ha_files.atomic_write(file.path, file.content, mode=file.mode)
         except OSError as err:
-            raise CommandExecutionError(f"cannot write {file.path}: {err.strerror}") from None
-        if saved:
-            backups.append(saved)
+            raise CommandExecutionError(
+                f"cannot create the folder of {file.path!r}: {err.strerror}; nothing changed"
+            ) from err
+    try:
+        with private_umask(any(file.private for file in files)):
+            saved = ha_files.atomic_write_all([(file.path, file.content, file.mode) for file in files])
+    except ha_files.WriteError as err:
+        raise CommandExecutionError(str(err)) from err
+    for file in files:
         if read_bytes(file.path) != file.content or stat_mode(file.path) != file.mode:
-            raise CommandExecutionError(f"{file.path} does not hold what was written")
-    return backups
+            raise CommandExecutionError(f"{file.path!r} does not hold what was written")
+    return {file.path: backup for file, backup in zip(files, saved)}
+
+
+def apply_plan(plan):
+    """:func:`write_plan`, returning the backups' paths only."""
+    return [backup for backup in write_plan(plan).values() if backup]
+
+
+def report(plan, written=None):
+    """
+    ``(changes, notes)`` for the state's return: the plan's, with each corrupt file
+    named. ``written`` (the result of :func:`write_plan`) None: predicted (the
+    backup's name has ``<UTC time>`` in it); else what was done.
+    """
+    changes, notes = dict(plan.changes), list(plan.notes)
+    for file in plan.files:
+        if not file.corrupt:
+            continue
+        if written is None:
+            notes.append(
+                f"{file.path!r} is corrupt ({file.corrupt}): it would be replaced, the "
+                f"corrupt file kept as {predicted_backup(file.path)!r}."
+            )
+            continue
+        backup = written.get(file.path)
+        changes["corrupt_file"] = {**changes.get("corrupt_file", {}), "backup": backup}
+        notes.append(
+            f"{file.path!r} was corrupt ({file.corrupt}): replaced, the corrupt file is "
+            f"kept in {backup!r}."
+        )
+    return changes, notes
 
 
 # --- restarting the minion ---------------------------------------------------------------

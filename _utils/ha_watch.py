@@ -52,6 +52,10 @@ sent to it and lost; a request to a hung master would also sit in the minion's
 event handling) and released at the first tick where it answers, usually right
 after the failover, each with the ``since`` of its own transition. At most
 ``PENDING_LIMIT`` are held (the oldest are dropped).
+
+A probe that fails with an unexpected exception (a fault of the probe, not an
+answer of the network) is logged as a warning naming the master and the
+exception, and leaves that master's state as it was (:func:`tick`).
 """
 
 import datetime
@@ -364,7 +368,10 @@ def tick(state, masters, current, primary, now, settings, remotes=None):
     is given: from inside the daemon) then :func:`observe`.
 
     masters
-        :func:`tick_probe` entries.
+        :func:`tick_probe` entries. A master whose probe failed with a fault of
+        the probe itself (``up`` None) keeps the state it had at the previous
+        tick (down when it had none): a bug in the probe is no news about the
+        master, and must not move the minion.
     current
         The configured entry of Salt's ``master`` option now (:func:`configured_entry`).
 
@@ -377,7 +384,11 @@ def tick(state, masters, current, primary, now, settings, remotes=None):
     connected = current
     if remotes is not None:
         connected = confirmed_connection(state.get("connected"), current, masters, remotes, seen)
-    probes = {entry["master"]: entry["up"] for entry in masters}
+    previous = state.get("raw") or {}
+    probes = {
+        entry["master"]: previous.get(entry["master"], False) if entry["up"] is None else entry["up"]
+        for entry in masters
+    }
     state, events, heal = observe(state, probes, connected, primary, now, settings)
     state["candidate"] = None if connected == current else {"master": current, "ticks": seen}
     return state, events, (heal if heal == current else None)
@@ -405,11 +416,15 @@ def tick_probe(endpoints, timeout, transport="zeromq"):
     The lean probe of a beacon tick: the application-level ping of each master's
     ret port (``ha_probe.app_ping``), concurrently, bounded by ``timeout``; one
     thread per master, one ZeroMQ context for the process's life, DNS only for
-    names (``ha_probe.resolve_many``), no publish-port check. ``ha.status`` keeps
+    names (``ha_probe.resolve_each``), no publish-port check. ``ha.status`` keeps
     the full probe.
 
-    Returns one ``{"master", "addresses", "ret_port", "publish_port", "up"}`` per
-    endpoint, in order (enough for ``ha_connection.mark_connected``).
+    Returns one ``{"master", "addresses", "ret_port", "publish_port", "up",
+    "error"}`` per endpoint, in order (enough for ``ha_connection.mark_connected``).
+    ``up`` is True (answered), False (no address, refused, no answer within
+    ``timeout``: ``error`` says which) or None when the probe itself failed with
+    an unexpected exception: that is logged as a warning and ``error`` names its
+    type and message (:func:`tick` then keeps the master's previous state).
     """
     deadline = time.monotonic() + timeout
 
@@ -417,11 +432,12 @@ def tick_probe(endpoints, timeout, transport="zeromq"):
         return max(0.001, deadline - time.monotonic())
 
     names = [endpoint.host for endpoint in endpoints if not endpoint.is_ip]
-    resolved = ha_probe.resolve_many(names, timeout) if names else {}
+    resolved = ha_probe.resolve_each(names, timeout) if names else {}
     context = shared_zmq_context()
     entries, tasks = [], {}
     for index, endpoint in enumerate(endpoints):
-        addresses = [endpoint.host] if endpoint.is_ip else resolved.get(endpoint.host, [])
+        lookup = [endpoint.host] if endpoint.is_ip else resolved[endpoint.host]
+        addresses = lookup if isinstance(lookup, list) else []
         entries.append(
             {
                 "master": endpoint.master,
@@ -429,6 +445,7 @@ def tick_probe(endpoints, timeout, transport="zeromq"):
                 "ret_port": endpoint.ret_port,
                 "publish_port": endpoint.publish_port,
                 "up": False,
+                "error": None if addresses else ha_probe.printable(lookup or f"no address for {endpoint.host!r}"),
             }
         )
         if addresses:
@@ -436,8 +453,13 @@ def tick_probe(endpoints, timeout, transport="zeromq"):
                 address, ep.ret_port, remaining(), transport, context
             )
     found = ha_probe.run_concurrently(tasks, remaining() + ha_probe.COLLECT_SLACK)
-    for index, result in found.items():
-        entries[index]["up"] = not isinstance(result, Exception)
+    for index in tasks:
+        entry = entries[index]
+        error = ha_probe.check_error(found, index, entry["master"], timeout, name="ping")
+        if error is not None:
+            error = f"ret port {entry['ret_port']}: {error}"
+        entry["up"] = None if ha_probe.is_fault(found.get(index)) else error is None
+        entry["error"] = error
     return entries
 
 

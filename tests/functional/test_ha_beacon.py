@@ -168,14 +168,19 @@ def test_a_candidate_still_signing_in_is_not_reported(minion):
     assert transitions.count("failover") == 1
 
 
-def test_hung_connected_master_is_left_after_hang_ticks(minion):
+def test_hung_connected_master_is_left_after_hang_ticks(minion, caplog):
     options = ({"timeout": 0.3}, {"hang_ticks": 2})
     minion.connect("hung")
     assert minion.process(*options) == []
     assert minion.left == []
-    assert minion.process(*options) == []
+    with caplog.at_level("WARNING"):
+        assert minion.process(*options) == []
     # Second failed probe while the answering master is up: the beacon leaves the hung one.
     assert minion.left == [minion.entries["hung"]]
+    assert (
+        f"salt-ha: master {minion.entries['hung']!r} failed 2 consecutive probes while another "
+        "master answers; leaving it"
+    ) in [record.getMessage() for record in caplog.records]
     minion.connect("answering")  # what Salt does on __master_disconnected
     events = dict((data["transition"], data) for _, data in minion.process(*options))
     failover = events["failover"]
@@ -194,10 +199,13 @@ def test_no_heal_with_failover_on_hang_off(minion):
 
 def test_watch_from_the_cli_side_without_a_state(modules):
     tick = modules.ha.watch(config=[{"timeout": 0.5}])
-    assert set(tick) == {"state", "events", "heal"}
+    assert set(tick) == {"state", "events", "heal", "errors"}
     # No daemon runs here: nothing connected, one of the two masters answers.
     assert [event["transition"] for event in tick["events"]] == ["degraded"]
     assert tick["heal"] is None
+    # ...and the other says why it did not.
+    assert list(tick["errors"]) == ["127.0.0.2"]
+    assert tick["errors"]["127.0.0.2"].endswith("Connection refused")
     again = modules.ha.watch(config=[{"timeout": 0.5}], state=tick["state"])
     assert again["events"] == []
 
@@ -223,3 +231,24 @@ def test_a_beacon_refresh_does_not_fire_connected_again(minion):
     minion.framework = salt.beacons.Beacon(minion.opts, modules)
     assert minion.framework.beacons["ha.beacon"].__globals__["LAST_STATE"] == {}
     assert minion.process({"timeout": 0.5}) == []
+
+
+def test_watch_reports_a_fault_of_the_probe_as_such_not_as_a_master_down(modules, monkeypatch, caplog):
+    import ha_probe  # pylint: disable=import-outside-toplevel  (the module the loaded ha module uses)
+
+    first = modules.ha.watch(config=[{"timeout": 0.5}])
+    assert [event["transition"] for event in first["events"]] == ["degraded"]
+
+    def broken_ping(address, port, timeout, transport, context):
+        raise TypeError("unsupported operand\nforged line")
+
+    monkeypatch.setattr(ha_probe, "app_ping", broken_ping)
+    with caplog.at_level("WARNING"):
+        second = modules.ha.watch(config=[{"timeout": 0.5}], state=first["state"])
+    # Not "lost": a bug in the probe is no news about the masters.
+    assert second["events"] == []
+    assert second["state"]["raw"] == first["state"]["raw"]
+    assert set(second["errors"]) == {"127.0.0.1", "127.0.0.2"}
+    assert second["errors"]["127.0.0.1"].endswith("ping check failed: TypeError: unsupported operand\\nforged line")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "salt-ha: the ping check of master '127.0.0.1' failed: TypeError: unsupported operand\\nforged line" in warnings

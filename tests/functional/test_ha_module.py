@@ -1,11 +1,15 @@
 """The ``ha`` execution module through Salt's loader."""
 
+import sys
 import time
 
 import pytest
 import salt.payload
 from prometheus_client.parser import text_string_to_metric_families
+from saltfactories.utils.functional import Loaders
 from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+import ha_probe
 
 
 def test_status_reports_each_master_from_the_minion_options(modules, answering_master):
@@ -102,6 +106,20 @@ def test_check_with_bad_thresholds_is_unknown(modules, loaders):
     assert loaders.context["retcode"] == 3
 
 
+def test_check_of_any_exception_is_unknown_with_what_happened(modules, loaders, monkeypatch, caplog):
+    def broken_probe(endpoints, timeout, transport="zeromq"):
+        raise RuntimeError("zmq context gone\nSALT-HA OK - forged")
+
+    monkeypatch.setattr(ha_probe, "probe_endpoints", broken_probe)
+    with caplog.at_level("WARNING"):
+        line = modules.ha.check(timeout=1)
+    assert line == "SALT-HA UNKNOWN - RuntimeError: zmq context gone\\nSALT-HA OK - forged"
+    assert loaders.context["retcode"] == 3  # UNKNOWN, not 1 (WARNING)
+    assert "salt-ha: ha.check failed: RuntimeError: zmq context gone\\nSALT-HA OK - forged" in [
+        r.getMessage() for r in caplog.records
+    ]
+
+
 def test_check_critical_above_the_latency_limit(modules, loaders):
     line = modules.ha.check(timeout=1, warn=0, crit=0)
     assert line.startswith("SALT-HA CRITICAL - latency")
@@ -121,6 +139,41 @@ def test_metrics_written_atomically_for_the_textfile_collector(modules, tmp_path
 def test_metrics_to_a_path_that_cannot_be_written(modules, tmp_path):
     with pytest.raises(CommandExecutionError, match="missing"):
         modules.ha.metrics(path=str(tmp_path / "missing" / "salt_ha.prom"), timeout=1)
+
+
+def test_status_says_why_it_cannot_tell_the_connected_master(minion_opts, tmp_path, request):
+    pidfile = tmp_path / "salt-minion.pid"
+    pidfile.mkdir()  # cannot be read: not "no daemon"
+    loaders = Loaders(dict(minion_opts, pidfile=str(pidfile)), loaded_base_name=f"{__name__}.unreadable_pidfile")
+    request.addfinalizer(loaders.reset_state)
+    status = loaders.modules.ha.status(timeout=1)
+    assert status["connected"] is None
+    messages = [f["message"] for f in status["findings"] if f["option"] == "master"]
+    assert (
+        "cannot tell which master the salt-minion daemon is connected to: cannot read the salt-minion "
+        f"pidfile {str(pidfile)!r}: IsADirectoryError: Is a directory"
+    ) in messages
+    assert not [m for m in messages if "no running salt-minion" in m]
+    assert loaders.modules.ha.check(timeout=1).startswith("SALT-HA WARNING - ")
+
+
+def test_without_prometheus_client_only_metrics_fails_and_says_why(minion_opts, monkeypatch, request):
+    # As on a Salt whose Python has no prometheus_client: the import fails.
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)
+    monkeypatch.delitem(sys.modules, "ha_report")  # imported afresh by the module below
+    loaders = Loaders(minion_opts, loaded_base_name=f"{__name__}.without_prometheus")
+    request.addfinalizer(loaders.reset_state)
+    ha = loaders.modules.ha
+    with pytest.raises(CommandExecutionError) as err:
+        ha.metrics(timeout=1)
+    assert str(err.value).startswith("prometheus_client is not installed; ")
+    assert "pip install prometheus_client" in str(err.value)
+    status = ha.status(timeout=1)
+    assert (status["up"], status["total"]) == (1, 2)
+    assert ha.check(timeout=1).startswith("SALT-HA WARNING - ")
+    assert loaders.context["retcode"] == 1
+    assert ha.lint()[-1]["severity"] == "info"
+    assert ha.probe("127.0.0.1", timeout=1)["up"] is True
 
 
 def test_every_function_documents_a_cli_example(modules):

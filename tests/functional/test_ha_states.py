@@ -161,6 +161,44 @@ def test_minion_failover_restart_refused_for_a_foreground_minion_before_writing(
         daemon.wait()
 
 
+# --- a corrupt drop-in: named, replaced, kept as the backup ----------------------------
+
+CORRUPT_YAML = "master: [127.0.0.1\nmaster_type: failover\n"
+
+
+@pytest.mark.parametrize("state", ["minion_failover", "master_config"])
+def test_a_corrupt_dropin_is_replaced_keeping_it_as_the_backup(states, config_dir, testmode, state):
+    folder = "minion.d" if state == "minion_failover" else "master.d"
+    dropin = config_dir / folder / "ha.conf"
+    dropin.write_text(CORRUPT_YAML)
+    if state == "minion_failover":
+        ret = states.ha.minion_failover(name="ha.conf", masters=MASTERS, test=testmode)
+    else:
+        ret = states.ha.master_config(name="ha.conf", settings=SETTINGS, test=testmode)
+    corrupt = ret.changes["corrupt_file"]
+    assert corrupt["path"] == str(dropin)
+    assert corrupt["problem"].startswith("is not valid YAML: ") and "(line 2, column 12)" in corrupt["problem"]
+    assert "\n" not in ret.comment
+    if testmode:
+        assert ret.result is None
+        assert corrupt["backup"] == f"{dropin}.<UTC time>.bak"
+        assert f"{str(dropin)!r} is corrupt ({corrupt['problem']}): it would be replaced" in ret.comment
+        assert dropin.read_text() == CORRUPT_YAML and backups_of(dropin) == []
+        return
+    assert ret.result is True, ret.comment
+    (backup,) = backups_of(dropin)
+    assert corrupt["backup"] == backup
+    assert pathlib.Path(backup).read_text() == CORRUPT_YAML
+    assert f"{str(dropin)!r} was corrupt ({corrupt['problem']}): replaced, the corrupt file is kept in {backup!r}" in ret.comment
+    assert isinstance(yaml.safe_load(dropin.read_text()), dict)
+
+
+def test_a_dropin_name_with_a_newline_is_escaped_in_the_comment(states, config_dir):
+    ret = states.ha.minion_failover(name="ha\nforged.conf", masters=MASTERS, test=True)
+    assert ret.result is None and "\n" not in ret.comment
+    assert "'ha\\nforged.conf' would be changed" in ret.comment
+
+
 # --- ha.master_config ------------------------------------------------------------------
 
 SETTINGS = {"worker_threads": 8, "file_roots": {"base": ["/srv/salt"]}, "keep_jobs_seconds": 3600}
@@ -318,6 +356,39 @@ def test_master_keypair_bad_input_fails_and_writes_nothing(states, tmp_path, key
     assert ret.result is False and message in ret.comment
     assert listing(pki_dir) == []
     assert_no_key_material(ret, keypairs["new"][0])
+
+
+@pytest.mark.parametrize("layout", ["3008-symlinks", "plain-files"])
+def test_master_keypair_failing_on_master_pub_leaves_the_old_pair(states, tmp_path, keypairs, monkeypatch, layout):
+    """The second write fails: both files stay the old pair, no temp file, result False."""
+    if layout == "3008-symlinks":
+        pki_dir = pki_dir_3008(tmp_path / "pki", keypairs["old"])
+    else:
+        pki_dir = pki_dir_plain(tmp_path / "pki")
+    before = {path.name: path.read_bytes() for path in pki_dir.iterdir()}
+    links = {path.name: os.readlink(path) for path in pki_dir.iterdir() if path.is_symlink()}
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in pki_dir.iterdir()}
+    pub_target = os.path.realpath(pki_dir / "master.pub")
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if str(src).endswith(".tmp") and str(dst) == pub_target:
+            raise OSError(30, "Read-only file system")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    ret = states.ha.master_keypair(name=str(pki_dir), private_key=keypairs["new"][0])
+    monkeypatch.undo()
+    assert ret.result is False and ret.changes == {}
+    assert f"cannot write {pub_target!r}" in ret.comment and "Read-only file system" in ret.comment
+    assert "rolled back" in ret.comment and "nothing changed" in ret.comment
+    assert_no_key_material(ret, keypairs["new"][0], keypairs["old"][0])
+    assert {path.name: path.read_bytes() for path in pki_dir.iterdir()} == before  # no .tmp, no .bak
+    assert {path.name: os.readlink(path) for path in pki_dir.iterdir() if path.is_symlink()} == links
+    assert {path.name: stat.S_IMODE(path.stat().st_mode) for path in pki_dir.iterdir()} == modes
+    assert ha_keys.is_pair((pki_dir / "master.pem").read_text(), (pki_dir / "master.pub").read_text())
+    again = states.ha.master_keypair(name=str(pki_dir), private_key=keypairs["new"][0])
+    assert again.result is True and set(again.changes) == {"master.pem", "master.pub"}
 
 
 def test_state_docs_have_cli_examples(modules):

@@ -5,12 +5,17 @@ The "minion daemon" is a child Python process that connects to a TCP server this
 test opens on 127.0.0.1 and sleeps; its pid goes into a pidfile.
 """
 
+import json
 import os
+import pathlib
+import re
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -18,6 +23,7 @@ import pytest
 import ha_connection
 
 LOCALHOST = "127.0.0.1"
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 CONNECT_AND_SLEEP = """
 import socket, sys, time
@@ -249,3 +255,109 @@ def test_mark_connected_falls_back_to_the_calling_process(tmp_path, tcp_server, 
     with socket.create_connection((LOCALHOST, tcp_server), timeout=5):
         assert ha_connection.mark_connected(entries, path) == "m1"
     assert entries[0]["connected"] is True
+
+
+# --- a daemon that cannot be read is not "no daemon" ----------------------------
+
+
+def test_read_pid_of_a_pidfile_that_cannot_be_read_names_the_path_and_the_error(tmp_path):
+    pidfile = tmp_path / "salt-minion.pid"
+    pidfile.mkdir()  # an OSError that is not "no such file"; root reads any file
+    with pytest.raises(ha_connection.DaemonUnreadable) as err:
+        ha_connection.read_pid(str(pidfile))
+    assert str(err.value) == f"cannot read the salt-minion pidfile {str(pidfile)!r}: IsADirectoryError: Is a directory"
+    assert isinstance(err.value.__cause__, IsADirectoryError)
+
+
+def test_read_pid_under_a_file_is_no_daemon(tmp_path):
+    assert ha_connection.read_pid(write_pidfile(tmp_path, "1") + "/salt-minion.pid") is None
+
+
+@pytest.mark.parametrize("pidfile", [["/run/salt-minion.pid"], 4506])
+def test_read_pid_of_a_pidfile_option_that_is_not_a_path(pidfile):
+    with pytest.raises(ha_connection.DaemonUnreadable, match=f"^the pidfile option {re.escape(repr(pidfile))} is not a path$"):
+        ha_connection.read_pid(pidfile)
+
+
+@pytest.mark.parametrize("content", ["0", "-1", "2147483648", str(10**30), "\xff\xfe"])
+def test_read_pid_without_a_usable_pid(tmp_path, content):
+    pidfile = tmp_path / "salt-minion.pid"
+    pidfile.write_bytes(content.encode("latin-1"))
+    assert ha_connection.read_pid(str(pidfile)) is None
+
+
+def test_read_pid_logs_garbage_escaped(tmp_path, caplog):
+    pidfile = write_pidfile(tmp_path, "12x\nWARNING forged line")
+    with caplog.at_level("DEBUG", logger="ha_connection"):
+        assert ha_connection.read_pid(pidfile) is None
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert message == f"The salt-minion pidfile {pidfile!r} holds no pid: '12x\\nWARNING forged line'"
+
+
+def test_process_tree_of_a_process_that_is_gone_is_empty(dead_pid):
+    assert ha_connection.process_tree(dead_pid) == []
+
+
+def test_mark_connected_with_an_unreadable_pidfile_raises_and_marks_nothing(tmp_path, tcp_server):
+    pidfile = tmp_path / "salt-minion.pid"
+    pidfile.mkdir()
+    entries = [master("m1", tcp_server)]
+    with socket.create_connection((LOCALHOST, tcp_server), timeout=5):
+        with pytest.raises(ha_connection.DaemonUnreadable, match="IsADirectoryError"):
+            ha_connection.mark_connected(entries, str(pidfile))
+    assert entries[0]["connected"] is False
+
+
+AS_ANOTHER_USER = """
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+import ha_connection  # as root: the interpreter may live where nobody cannot read
+os.setgroups([])
+os.setgid(65534)
+os.setuid(65534)  # from here on: nobody, no capabilities
+result = {}
+try:
+    result["read_pid"] = ha_connection.read_pid(sys.argv[2])
+except ha_connection.DaemonUnreadable as err:
+    result["read_pid"] = str(err)
+entries = [{"master": "m1", "addresses": ["127.0.0.1"], "ret_port": int(sys.argv[4]), "publish_port": 1}]
+try:
+    result["mark_connected"] = ha_connection.mark_connected(entries, sys.argv[3])
+except ha_connection.DaemonUnreadable as err:
+    result["mark_connected"] = str(err)
+print(json.dumps(result))
+"""
+
+
+@pytest.fixture
+def readable_dir():
+    """A directory every user can read (tmp_path's parents are private to root)."""
+    path = tempfile.mkdtemp(prefix="sha-conn-")
+    os.chmod(path, 0o755)
+    yield pathlib.Path(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a child as another user")
+def test_a_salt_call_as_another_user_than_the_daemon_is_told_why_it_cannot_tell(
+    tmp_path, readable_dir, connected_child, tcp_server
+):
+    # The usual case: a root daemon, a salt-call as a user. The pidfile may be
+    # private (permission denied) or readable, but the daemon's sockets are not.
+    private = write_pidfile(tmp_path, connected_child.pid)
+    readable = readable_dir / "salt-minion.pid"
+    readable.write_text(str(connected_child.pid))
+    readable.chmod(0o644)
+    child = subprocess.run(
+        [sys.executable, "-c", AS_ANOTHER_USER, str(REPO_ROOT / "_utils"), private, str(readable), str(tcp_server)],
+        cwd="/", capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert child.returncode == 0, child.stderr
+    result = json.loads(child.stdout)
+    assert result["read_pid"] == f"cannot read the salt-minion pidfile {private!r}: PermissionError: Permission denied"
+    assert result["mark_connected"].startswith(
+        f"cannot read the TCP connections of the salt-minion process {connected_child.pid}: AccessDenied"
+    )
+    # The same call as root sees the connection.
+    entries = [master("m1", tcp_server)]
+    assert ha_connection.mark_connected(entries, str(readable)) == "m1"

@@ -274,11 +274,14 @@ def test_load_config_file_empty_is_empty_dict(tmp_path):
         ("list", "- master\n- failover\n", "holds a list, not a mapping"),
         ("scalar", "failover\n", "holds a str, not a mapping"),
         ("binary", b"\xff\xfe\x00master", "cannot be read"),
+        ("empty-name", "<empty name>", "is not a file path"),
     ],
 )
 def test_load_config_file_bad_input(tmp_path, name, content, match):
     path = tmp_path / name
-    if content == "<dir>":
+    if content == "<empty name>":
+        path = ""
+    elif content == "<dir>":
         path.mkdir()
     elif isinstance(content, bytes):
         path.write_bytes(content)
@@ -339,3 +342,146 @@ def test_ha_beacon_timing(extra, expected):
     findings = ha_lint.lint_options(opts, written_keys=[])
     flagged = {f["option"] for f in findings if f["severity"] == "warning"}
     assert flagged == expected, findings
+
+
+# --- files Salt cannot use are errors, not skipped ---------------------------------
+
+
+def lint_written(conf_file):
+    """What ha.lint does for a running minion (_modules/ha.py _lint_running)."""
+    written = ha_lint.written_options(str(conf_file))
+    opts = ha_lint.daemon_options(dict(GOOD), written)
+    return ha_lint.lint_options(opts, written_keys=set(written), resolver=None)
+
+
+@pytest.fixture
+def minion_dir(tmp_path):
+    (tmp_path / "minion").write_text("id: m1\n")
+    (tmp_path / "minion.d").mkdir()
+    (tmp_path / "minion.d" / "ha.conf").write_text(
+        "master: [master1.example.com, master2.example.com]\nmaster_type: failover\n"
+        "master_alive_interval: 10\nretry_dns: 0\n"
+    )
+    return tmp_path
+
+
+BROKEN_DROPINS = [
+    ("invalid YAML", "broken.conf", "retry_dns: [0\n", "is not valid YAML: ", "(line 2, column 1)"),
+    ("a list", "list.conf", "- master\n- failover\n", "holds a list, not a mapping of options", ""),
+    ("a scalar", "scalar.conf", "failover\n", "holds a str, not a mapping of options", ""),
+    ("a duplicate key", "dup.conf", "retry_dns: 0\nretry_dns: 1\n", "is not valid YAML: ", "conflicting ID 'retry_dns'"),
+    ("not UTF-8", "binary.conf", b"retry_dns: \xff\n", "cannot be read: it is not UTF-8 text", "invalid start byte"),
+    ("a directory", "dir.conf", None, "is a directory", ""),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name,content,problem,detail", [c[1:] for c in BROKEN_DROPINS], ids=[c[0] for c in BROKEN_DROPINS]
+)
+def test_a_dropin_salt_cannot_read_is_an_error_naming_file_and_problem(minion_dir, name, content, problem, detail):
+    path = minion_dir / "minion.d" / name
+    if content is None:
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    findings = lint_written(minion_dir / "minion")
+    (found,) = [f for f in findings if f["severity"] == "error"]
+    assert found["option"] == "default_include"
+    assert found["message"].startswith(f"config file {str(path)!r} {problem}")
+    assert detail in found["message"]
+    assert "the salt-minion exits at start-up" in found["message"]
+    assert str(path) in found["suggestion"] and "minion.d/*.conf" in found["suggestion"]
+    assert "\n" not in found["message"]
+    assert ha_lint.written_option_keys(str(minion_dir / "minion")) == {
+        "id", "master", "master_type", "master_alive_interval", "retry_dns",
+    }  # fmt: skip
+
+
+def test_a_broken_main_config_file_is_an_error_too(minion_dir):
+    (minion_dir / "minion").write_text("id: m1\nmaster: [a\n")
+    findings = lint_written(minion_dir / "minion")
+    (found,) = [f for f in findings if f["severity"] == "error"]
+    assert found["option"] == "conf_file"
+    assert found["message"].startswith(f"config file {str(minion_dir / 'minion')!r} is not valid YAML: ")
+
+
+def test_a_broken_schedule_file_is_a_warning(minion_dir):
+    """Salt renames a broken _schedule.conf to _schedule.confYAMLError and starts without it."""
+    path = minion_dir / "minion.d" / "_schedule.conf"
+    path.write_text("schedule: {job: [\n")
+    findings = lint_written(minion_dir / "minion")
+    assert not [f for f in findings if f["severity"] == "error"]
+    (found,) = [f for f in findings if f["option"] == "default_include"]
+    assert found["severity"] == "warning" and "runs without the schedule" in found["message"]
+    assert found["message"].startswith(f"config file {str(path)!r} is not valid YAML")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_an_unreadable_dropin_is_a_warning(minion_dir):
+    path = minion_dir / "minion.d" / "secret.conf"
+    path.write_text("retry_dns: 0\n")
+    path.chmod(0)
+    (found,) = [f for f in lint_written(minion_dir / "minion") if f["option"] == "default_include"]
+    assert found["severity"] == "warning" and "cannot be read by this process" in found["message"]
+
+
+@pytest.mark.parametrize("content", ["", "# nothing\n", "false\n", "[]\n", "---\n"])
+def test_an_empty_or_false_document_is_no_options_as_salt_reads_it(minion_dir, content):
+    (minion_dir / "minion.d" / "empty.conf").write_text(content)
+    assert [f["severity"] for f in lint_written(minion_dir / "minion")] == ["info"]
+
+
+def test_a_missing_config_file_is_no_finding(tmp_path):
+    assert ha_lint.written_options(str(tmp_path / "minion")) == {}
+
+
+def test_a_file_name_with_a_newline_cannot_forge_a_line(minion_dir):
+    path = minion_dir / "minion.d" / "x\nERROR forged.conf"
+    path.write_text("master: [a\n")
+    (found,) = [f for f in lint_written(minion_dir / "minion") if f["severity"] == "error"]
+    assert "\n" not in found["message"] and "\n" not in found["suggestion"]
+    assert repr(str(path)) in found["message"]
+
+
+def test_load_config_file_errors_are_one_escaped_line(tmp_path):
+    path = tmp_path / "bad\nname.conf"
+    path.write_text("master: [a, b\nmaster_type: failover\n")
+    with pytest.raises(ha_lint.ConfigFileError) as info:
+        ha_lint.load_config_file(str(path))
+    text = str(info.value)
+    assert "\n" not in text
+    assert text.startswith(f"config file {str(path)!r} is not valid YAML: ")
+    assert "did not find expected ',' or ']' (line 2, column 12)" in text
+    assert isinstance(info.value, CommandExecutionError)
+
+
+# --- values from the config never forge a line -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [
+        {"master_alive_intervall\nERROR forged": 10},
+        {"masters": ["a\nERROR forged", M2]},
+        {"master": [M1, "b\nERROR: forged"]},
+        {"master_failback": True, "master_type": "str\nERROR forged", "master": M1},
+        {"master_failback": True, "transport": "zeromq\nERROR forged"},
+        {"loop_interval": 2, "beacons": {"ha": [{"interval": "5\nERROR forged"}]}},
+    ],
+    ids=["key", "concept value", "master entry", "master_type", "transport", "beacon interval"],
+)
+def test_values_from_the_config_are_escaped_in_findings(opts):
+    findings = lint(config(**opts))
+    forged = [f for f in findings if "forged" in f["message"] + f["suggestion"]]
+    assert forged, findings
+    for item in findings:
+        assert "\n" not in item["message"] and "\n" not in item["suggestion"], item
+
+
+@pytest.mark.parametrize("path", [0, 5, None, ["/etc/salt/minion"]])
+def test_load_config_file_refuses_what_is_not_a_path(path):
+    with pytest.raises(ha_lint.ConfigFileError, match="is not a file path") as info:
+        ha_lint.load_config_file(path)
+    assert repr(path) in str(info.value)

@@ -6,6 +6,8 @@ master is a listening TCP socket nobody accepts (the kernel still completes the
 handshake, as for a SIGSTOPped master), a "refused" port is one nothing listens on.
 """
 
+import logging
+import re
 import socket
 import threading
 import time
@@ -348,3 +350,151 @@ def test_probe_endpoints_publish_port_open(fake_master, listening_port, refused_
 
 def test_probe_endpoints_empty():
     assert ha_probe.probe_endpoints([], 1) == []
+
+
+# --- what a failed probe says: timeouts are timeouts, faults are named ------------
+
+LONG_LABEL = "a" * 64 + ".example"  # a DNS label longer than 63 characters: UnicodeError, not OSError
+
+
+@pytest.mark.parametrize(
+    "text,shown",
+    [
+        ("plain text", "plain text"),
+        ("two\nlines", "two\\nlines"),
+        ("cr\rlf\r\n", "cr\\rlf\\r\\n"),
+        ("tab\there", "tab\\there"),
+        ("bell\x07 esc\x1b[31m", "bell\\x07 esc\\x1b[31m"),
+        ("nel\x85 ls\u2028", "nel\\x85 ls\\u2028"),
+        ("quotes ' \" and \\ stay", "quotes ' \" and \\ stay"),
+        ("café", "café"),
+        (ValueError("in\nan error"), "in\\nan error"),
+        (None, "None"),
+    ],
+    ids=repr,
+)
+def test_printable(text, shown):
+    assert ha_probe.printable(text) == shown
+    assert ha_probe.printable(shown) == shown  # printable text stays as it is
+
+
+@pytest.mark.parametrize(
+    "err,text",
+    [
+        (ValueError("bad\nvalue"), "ValueError: bad\\nvalue"),
+        (KeyError("master"), "KeyError: 'master'"),
+        (RuntimeError(), "RuntimeError"),
+        (ConnectionRefusedError(111, "Connection refused"), "ConnectionRefusedError: [Errno 111] Connection refused"),
+    ],
+    ids=repr,
+)
+def test_describe_error(err, text):
+    assert ha_probe.describe_error(err) == text
+
+
+def test_resolve_names_an_error_that_is_not_an_oserror():
+    with pytest.raises(OSError) as err:
+        ha_probe.resolve(LONG_LABEL, 2)
+    assert str(err.value).startswith(f"DNS lookup of {LONG_LABEL!r} failed: UnicodeError: ")
+    assert isinstance(err.value.__cause__, UnicodeError)
+
+
+def test_resolve_each_says_why_a_host_has_no_address(monkeypatch, release):
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host == "hung.example":
+            release.wait(10)
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    found = ha_probe.resolve_each(["127.0.0.1", UNRESOLVABLE, LONG_LABEL, "hung.example"], 0.3)
+    assert found["127.0.0.1"] == ["127.0.0.1"]
+    assert re.match(f"DNS lookup of '{UNRESOLVABLE}' (failed|timed out)", str(found[UNRESOLVABLE]))
+    assert str(found[LONG_LABEL]).startswith(f"DNS lookup of {LONG_LABEL!r} failed: UnicodeError: ")
+    assert str(found["hung.example"]) == "DNS lookup of 'hung.example' timed out after 0.3 s"
+    assert ha_probe.resolve_many(["127.0.0.1", LONG_LABEL], 1) == {"127.0.0.1": ["127.0.0.1"], LONG_LABEL: []}
+
+
+def test_probe_endpoint_unresolvable_long_label(zmq_context):
+    result = ha_probe.probe_endpoint(endpoint(4506, 4505, host=LONG_LABEL), 2, context=zmq_context)
+    assert result["up"] is False
+    assert result["error"].startswith(f"DNS lookup of {LONG_LABEL!r} failed: UnicodeError: ")
+
+
+def broken_ping(*args, **kwargs):
+    raise ValueError("unexpected\nSALT-HA OK - forged")
+
+
+def test_probe_endpoint_names_an_exception_of_the_ping_not_a_timeout(
+    monkeypatch, caplog, fake_master, listening_port, zmq_context
+):
+    server = fake_master()
+    monkeypatch.setattr(ha_probe, "app_ping", broken_ping)
+    target = endpoint(server.port, listening_port())
+    with caplog.at_level("WARNING", logger="ha_probe"):
+        result, elapsed = timed(ha_probe.probe_endpoint, target, 2, context=zmq_context)
+    assert elapsed < 1  # reported at once, not after the timeout
+    assert result["up"] is False
+    assert result["latency_ms"] is None
+    assert result["error"] == (
+        f"ret port {server.port}: ping check failed: ValueError: unexpected\\nSALT-HA OK - forged"
+    )
+    (record,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert repr(target.master) in record.getMessage()
+    assert "ValueError: unexpected\\nSALT-HA OK - forged" in record.getMessage()
+    assert "\n" not in record.getMessage()
+
+
+def test_probe_endpoint_names_an_exception_of_the_publish_check(monkeypatch, fake_master, listening_port, zmq_context):
+    server = fake_master()
+    publish = listening_port()
+
+    def broken_tcp_check(address, port, timeout):
+        if port == publish:
+            raise TypeError("port check broke")
+        return True
+
+    monkeypatch.setattr(ha_probe, "tcp_port_open", broken_tcp_check)
+    result = ha_probe.probe_endpoint(endpoint(server.port, publish), 2, context=zmq_context)
+    assert result["up"] is True  # the ping answered
+    assert result["publish_port_open"] is False
+    assert result["error"] == f"publish port {publish}: publish check failed: TypeError: port check broke"
+
+
+def test_probe_endpoints_names_an_exception_of_the_probe_not_a_timeout(monkeypatch, caplog, listening_port):
+    def broken_probe(endpoint_, timeout, transport, context):
+        raise KeyError("ret_port")
+
+    monkeypatch.setattr(ha_probe, "probe_endpoint", broken_probe)
+    target = endpoint(listening_port(), listening_port(), master="m\n1")
+    with caplog.at_level("WARNING", logger="ha_probe"):
+        (result,) = ha_probe.probe_endpoints([target], 1)
+    assert result["up"] is False
+    assert result["error"] == "probe failed: KeyError: 'ret_port'"
+    messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert messages == ["salt-ha: the probe of master 'm\\n1' failed: KeyError: 'ret_port'"]
+
+
+def test_probe_endpoints_says_a_probe_that_did_not_finish_timed_out(monkeypatch, release, listening_port):
+    monkeypatch.setattr(ha_probe, "probe_endpoint", lambda *args: release.wait(10))
+    (result,) = ha_probe.probe_endpoints([endpoint(listening_port(), listening_port())], 0.3)
+    assert result["up"] is False
+    assert result["error"] == "probe did not finish within 0.3 s"
+
+
+def test_log_fault_escapes_the_message_in_the_warning_and_the_traceback(caplog):
+    logger = logging.getLogger("tests.log_fault")
+    try:
+        raise ValueError("x\nforged: a line of its own")
+    except ValueError as err:
+        caught = err
+    with caplog.at_level("DEBUG", logger="tests.log_fault"):
+        fault = ha_probe.log_fault(logger, "the probe of master 'm1'", caught)
+    assert fault == "ValueError: x\\nforged: a line of its own"
+    warning, debug = caplog.records
+    assert (warning.levelname, debug.levelname) == ("WARNING", "DEBUG")
+    assert warning.getMessage() == f"salt-ha: the probe of master 'm1' failed: {fault}"
+    assert "test_log_fault_escapes_the_message" in debug.getMessage()  # the frames are there
+    assert debug.getMessage().endswith(fault)
+    assert not any(line.startswith("forged") for line in debug.getMessage().splitlines())

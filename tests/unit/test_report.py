@@ -1,10 +1,14 @@
 """Unit tests for ha_report: findings from a probe, failover readiness, Nagios and Prometheus output."""
 
+import importlib
 import math
 import re
+import sys
+import types
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 import ha_report
 
@@ -53,7 +57,7 @@ def test_probe_findings_down_master():
     (found,) = ha_report.probe_findings(masters, M1)
     assert found["severity"] == "warning"
     assert found["option"] == "master"
-    assert found["message"] == f"master {M2} is down: ret port 4510: refused"
+    assert found["message"] == f"master {M2!r} is down: ret port 4510: refused"
     assert found["suggestion"]
 
 
@@ -61,7 +65,7 @@ def test_probe_findings_hung_connected_master():
     masters = [entry(M1, up=False, connected=True, error="no answer"), entry(M2)]
     (found,) = ha_report.probe_findings(masters, M1)
     assert found["severity"] == "error"
-    assert f"connected to {M1}, which does not answer: no answer" in found["message"]
+    assert f"connected to {M1!r}, which does not answer: no answer" in found["message"]
 
 
 def test_probe_findings_no_daemon():
@@ -69,6 +73,41 @@ def test_probe_findings_no_daemon():
     found = ha_report.probe_findings(masters, None)
     assert [f["severity"] for f in found] == ["warning", "info"]
     assert "no running salt-minion" in found[1]["message"]
+
+
+def test_probe_findings_connection_unknown_is_said_not_no_daemon():
+    masters = [entry(M1), entry(M2)]
+    why = "cannot read the salt-minion pidfile '/run/salt-minion.pid': PermissionError: Permission denied"
+    found = ha_report.probe_findings(masters, None, why)
+    assert [(f["severity"], f["option"]) for f in found] == [("warning", "master")]
+    assert found[0]["message"] == f"cannot tell which master the salt-minion daemon is connected to: {why}"
+    assert "root" in found[0]["suggestion"]
+    assert not any("no running salt-minion" in f["message"] for f in found)
+
+
+def test_build_status_with_the_connection_unknown():
+    why = "cannot read the TCP connections of the salt-minion process 1: AccessDenied: (pid=1)"
+    result = ha_report.build_status([entry(M1), entry(M2)], None, [], why)
+    assert result["connected"] is None
+    assert [f["message"] for f in result["findings"]] == [
+        f"cannot tell which master the salt-minion daemon is connected to: {why}"
+    ]
+
+
+FORGED = "m1.example.com\nWARNING forged log line"
+
+
+def test_probe_findings_show_values_escaped():
+    masters = [
+        entry(FORGED, up=False, connected=True, error="ret port 4506: bad\nanswer"),
+        entry(M2, up=False, error="x\ry"),
+    ]
+    found = ha_report.probe_findings(masters, FORGED, "pid\nfile")
+    messages = [f["message"] for f in found]
+    assert all("\n" not in m and "\r" not in m for m in messages), messages
+    assert f"connected to {FORGED!r}, which does not answer: ret port 4506: bad\\nanswer" in messages[0]
+    assert messages[1] == f"master {M2!r} is down: x\\ry"
+    assert messages[2].endswith("connected to: pid\\nfile")
 
 
 # --- is_failover_ready --------------------------------------------------------
@@ -213,6 +252,29 @@ def test_unknown_line():
     )
 
 
+@pytest.mark.parametrize(
+    "error,line",
+    [
+        (SaltInvocationError("warn 'fast' is not a number"), "SALT-HA UNKNOWN - warn 'fast' is not a number"),
+        (CommandExecutionError("master list is empty"), "SALT-HA UNKNOWN - master list is empty"),
+        (KeyError("master"), "SALT-HA UNKNOWN - KeyError: 'master'"),
+        (RuntimeError("boom\nSALT-HA OK - forged"), "SALT-HA UNKNOWN - RuntimeError: boom\\nSALT-HA OK - forged"),
+        (ValueError(), "SALT-HA UNKNOWN - ValueError"),
+    ],
+    ids=["salt-invocation", "salt-execution", "keyerror", "newline", "no-message"],
+)
+def test_unknown_line_names_what_happened_on_one_line(error, line):
+    assert ha_report.unknown_line(error) == (3, line)
+
+
+def test_nagios_line_is_one_line_whatever_the_master_names_hold():
+    masters = [entry(FORGED, connected=True), entry(M2, up=False)]
+    code, line = ha_report.nagios_line(status(masters))
+    assert code == 1
+    assert "\n" not in line
+    assert "connected m1.example.com\\nWARNING forged log line" in line
+
+
 # --- perfdata -----------------------------------------------------------------
 
 # 'label'=value[UOM];[warn];[crit];[min];[max] (Nagios plugin development guidelines)
@@ -316,3 +378,33 @@ def test_prometheus_text_no_daemon_counts_info():
     parsed = samples(ha_report.prometheus_text(status([entry(M1), entry(M2)])))
     assert parsed["salt_ha_findings"][(("severity", "info"),)] == 1.0
     assert set(parsed["salt_ha_master_connected"].values()) == {0.0}
+
+
+# --- without prometheus_client ------------------------------------------------
+
+
+def test_prometheus_text_without_prometheus_client_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # import fails as when not installed
+    with pytest.raises(CommandExecutionError) as err:
+        ha_report.prometheus_text(status([entry(M1), entry(M2)]))
+    assert str(err.value).startswith("prometheus_client is not installed; ")
+    assert "pip install prometheus_client" in str(err.value)
+
+
+def test_prometheus_text_with_a_broken_prometheus_client_says_so(monkeypatch):
+    monkeypatch.setitem(sys.modules, "prometheus_client", types.ModuleType("prometheus_client"))
+    with pytest.raises(CommandExecutionError) as err:
+        ha_report.prometheus_text(status([entry(M1), entry(M2)]))
+    assert str(err.value).startswith("prometheus_client cannot be imported (ImportError: cannot import name ")
+
+
+def test_report_imports_and_works_without_prometheus_client(monkeypatch):
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)
+    monkeypatch.delitem(sys.modules, "ha_report")
+    fresh = importlib.import_module("ha_report")
+    assert fresh is not ha_report
+    masters = [entry(M1, connected=True), entry(M2)]
+    result = fresh.build_status(masters, M1, [])
+    assert fresh.nagios_line(result)[1].startswith("SALT-HA OK - all masters answer")
+    with pytest.raises(CommandExecutionError, match="^prometheus_client is not installed; "):
+        fresh.prometheus_text(result)

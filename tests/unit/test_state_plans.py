@@ -217,6 +217,91 @@ def test_master_config_equal_dicts_in_any_order_are_no_change(conf_file):
     assert not ha_state.plan_master_config("ha.conf", conf_file, reordered).changed
 
 
+# --- a corrupt file on disk is named, replaced and kept as the backup -----------------
+
+CORRUPT = [
+    ("invalid YAML", b"master: [salt1\nmaster_type: failover\n", "is not valid YAML", "line 2"),
+    ("a list", b"- master\n- salt1\n", "holds a list, not a mapping", ""),
+    ("a duplicate key", b"master: a\nmaster: b\n", "is not valid YAML", "conflicting ID 'master'"),
+    ("not UTF-8", b"master: \xff\n", "is not valid YAML", "utf-8"),
+]
+
+
+def corrupt_dropin(conf_file, folder, content):
+    path = os.path.join(os.path.dirname(conf_file), folder, "ha.conf")
+    with open(path, "wb") as handle:
+        handle.write(content)
+    return path
+
+
+@pytest.mark.parametrize("content,problem,detail", [c[1:] for c in CORRUPT], ids=[c[0] for c in CORRUPT])
+@pytest.mark.parametrize("state", ["ha.minion_failover", "ha.master_config"])
+def test_a_corrupt_dropin_is_named_replaced_and_kept_as_the_backup(conf_file, state, content, problem, detail):
+    folder = "minion.d" if state == "ha.minion_failover" else "master.d"
+    path = corrupt_dropin(conf_file, folder, content)
+
+    def make_plan():
+        if state == "ha.minion_failover":
+            return ha_state.plan_minion_failover("ha.conf", conf_file, ha_state.failover_options(MASTERS))
+        return ha_state.plan_master_config("ha.conf", conf_file, {"worker_threads": 4})
+
+    plan = make_plan()
+    if state == "ha.minion_failover":
+        assert plan.changes["master"] == {"old": None, "new": MASTERS}
+    else:
+        assert plan.changes["added"] == ["worker_threads"]
+    corrupt = plan.changes["corrupt_file"]
+    assert corrupt["path"] == path and corrupt["backup"] == f"{path}.<UTC time>.bak"
+    assert corrupt["problem"].startswith(problem) and detail.lower() in corrupt["problem"].lower()
+    assert "\n" not in corrupt["problem"]
+    changes, notes = ha_state.report(plan)
+    assert changes["corrupt_file"] == corrupt
+    assert any(
+        note.startswith(f"{path!r} is corrupt ({corrupt['problem']}): it would be replaced")
+        for note in notes
+    ), notes
+    with open(path, "rb") as handle:
+        assert handle.read() == content  # planning writes nothing
+    written = ha_state.write_plan(plan)
+    (backup,) = written.values()
+    with open(backup, "rb") as handle:
+        assert handle.read() == content
+    changes, notes = ha_state.report(plan, written)
+    assert changes["corrupt_file"]["backup"] == backup
+    assert any("was corrupt" in note and f"kept in {backup!r}" in note for note in notes), notes
+    again = make_plan()
+    assert (again.changed, again.changes) == (False, {})
+
+
+@pytest.mark.parametrize("content", [b"", b"# only a comment\n", b"---\n", b"false\n"])
+def test_an_empty_dropin_is_not_corrupt(conf_file, content):
+    corrupt_dropin(conf_file, "minion.d", content)
+    plan = ha_state.plan_minion_failover("ha.conf", conf_file, ha_state.failover_options(MASTERS))
+    assert "corrupt_file" not in plan.changes
+    assert plan.changes["master"] == {"old": None, "new": MASTERS}
+    assert ha_state.report(plan)[1] == list(plan.notes)
+
+
+# --- values from pillar or files never forge a line -----------------------------------
+
+
+def test_settings_keys_are_escaped_in_errors_and_notes(conf_file):
+    with pytest.raises(SaltInvocationError) as err:
+        ha_state.plan_master_config("ha.conf", conf_file, {"a\nERROR forged": {"b": object()}})
+    assert "\n" not in str(err.value)
+    assert "settings:a\\nERROR forged:b is a object" in str(err.value)
+    plan = ha_state.plan_master_config("ha.conf", conf_file, {"x\ry": 1})
+    assert plan.notes == ("warning: 'x\\ry' is not a Salt master option (Salt ignores it unless a module reads it)",)
+
+
+def test_lint_findings_quoted_in_a_refusal_are_escaped(conf_file):
+    options = {**ha_state.failover_options(MASTERS), "master": ["salt1", "salt2\nCRITICAL forged"]}
+    with pytest.raises(SaltInvocationError) as err:
+        ha_state.plan_minion_failover("ha.conf", conf_file, options)
+    assert "ha.lint finds errors" in str(err.value) and "\n" not in str(err.value)
+    assert "salt2\\nCRITICAL forged" in str(err.value)
+
+
 # --- key pairs ----------------------------------------------------------------------
 
 
@@ -364,3 +449,55 @@ def test_restart_helper_never_stops_a_process_that_reused_the_pid(tmp_path):
     finally:
         other.kill()
         other.wait()
+
+
+# --- the key pair is replaced as a pair or not at all --------------------------------
+
+
+def pki_3008(folder, keypair, master_id="ha-master"):
+    """Salt 3008's layout: <id>.pem/.pub and master.pem/.pub symlinks to them."""
+    folder.mkdir()
+    (folder / f"{master_id}.pem").write_text(keypair[0])
+    (folder / f"{master_id}.pem").chmod(0o400)
+    (folder / f"{master_id}.pub").write_text(keypair[1])
+    os.symlink(folder / f"{master_id}.pem", folder / "master.pem")
+    os.symlink(folder / f"{master_id}.pub", folder / "master.pub")
+    return folder
+
+
+def on_disk(folder):
+    return {
+        path.name: ("link", os.readlink(path)) if path.is_symlink() else (path.read_bytes(), stat.S_IMODE(path.stat().st_mode))
+        for path in folder.iterdir()
+    }
+
+
+@pytest.mark.parametrize("layout", ["3008-symlinks", "plain-files"])
+def test_keypair_write_failing_on_the_public_key_leaves_the_old_pair(keypairs, tmp_path, monkeypatch, layout):
+    if layout == "3008-symlinks":
+        pki = pki_3008(tmp_path / "pki", keypairs[0])
+    else:
+        pki = tmp_path / "pki"
+        pki.mkdir()
+        ha_state.apply_plan(ha_state.plan_master_keypair(str(pki), keypairs[0][0]))
+    before = on_disk(pki)
+    plan = ha_state.plan_master_keypair(str(pki), keypairs[1][0])
+    pub_target = os.path.realpath(pki / "master.pub")
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if str(src).endswith(".tmp") and str(dst) == pub_target:
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(CommandExecutionError) as err:
+        ha_state.apply_plan(plan)
+    monkeypatch.undo()
+    text = str(err.value)
+    assert f"cannot write {pub_target!r}" in text and "No space left on device" in text
+    assert f"rolled back: {os.path.realpath(pki / 'master.pem')!r}" in text
+    assert "PRIVATE" not in text and keypairs[1][0].splitlines()[1] not in text
+    assert on_disk(pki) == before  # the old pair, its modes and links; no temp file, no backup
+    assert ha_keys.is_pair((pki / "master.pem").read_text(), (pki / "master.pub").read_text())
+    assert ha_keys.fingerprint_file(pki / "master.pub") == ha_keys.fingerprint(keypairs[0][1])

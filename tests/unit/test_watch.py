@@ -1,8 +1,14 @@
 """Unit tests for ha_watch: transitions, flapping damping, hang detection, config validation."""
 
+import re
+import time
+
 import pytest
 
+import ha_endpoints
+import ha_probe
 import ha_watch
+from tests.support import fake_master
 
 A, B, C = "127.10.0.1", "127.10.0.2", "127.10.0.3"
 SETTINGS = ha_watch.settings_from([{"timeout": 1}, {"hang_ticks": 3}, {"flap_count": 4}, {"flap_window": 60}])
@@ -384,3 +390,95 @@ def test_tick_without_remotes_trusts_the_option():
     state, events, _ = ha_watch.tick(None, probed(), A, A, 1.0, SETTINGS)
     state, events, _ = ha_watch.tick(state, probed(), B, A, 2.0, SETTINGS)
     assert names(events) == ["failover"]
+
+
+# --- a fault of the probe is no news about the master ---------------------------
+
+
+def test_tick_keeps_the_previous_state_of_a_master_whose_probe_failed():
+    settings = ha_watch.settings_from([{"timeout": 1}, {"hang_ticks": 1}])
+    state, events, _ = ha_watch.tick(None, probed(), A, A, 1.0, settings)
+    assert names(events) == ["connected"]
+    for now in (2.0, 3.0, 4.0):
+        # A's probe raised an unexpected exception (up None): not "down", no
+        # degraded event, no hang, no heal.
+        state, events, heal = ha_watch.tick(state, probed(up_a=None), A, A, now, settings)
+        assert (events, heal) == ([], None)
+        assert state["raw"] == {A: True, B: True}
+        assert state["hang"] is None
+    # A master that was down stays down while its probe fails.
+    state, events, _ = ha_watch.tick(state, probed(up_b=False), A, A, 5.0, settings)
+    assert names(events) == ["degraded"]
+    state, events, _ = ha_watch.tick(state, probed(up_b=None), A, A, 6.0, settings)
+    assert events == [] and state["raw"] == {A: True, B: False}
+
+
+def test_tick_counts_a_master_whose_probe_failed_at_the_first_tick_as_down():
+    state, events, _ = ha_watch.tick(None, probed(up_b=None), A, A, 1.0, SETTINGS)
+    assert names(events) == ["connected", "degraded"]
+    assert state["raw"] == {A: True, B: False}
+
+
+# --- tick_probe against stand-ins on 127.0.0.1 ----------------------------------
+
+
+@pytest.fixture
+def answering_master():
+    with fake_master.AnsweringMaster() as master:
+        yield master
+
+
+@pytest.fixture
+def silent_master():
+    with fake_master.SilentMaster() as master:
+        yield master
+
+
+def endpoints_for(*masters):
+    return [ha_endpoints.endpoint_for(master, {"master_port": 4506, "publish_port": 4505}) for master in masters]
+
+
+def test_tick_probe_says_why_each_master_did_not_answer(answering_master, silent_master):
+    refused = fake_master.closed_port()
+    unresolvable = "salt-ha-test.invalid"
+    masters = [
+        f"127.0.0.1:{answering_master.port}",
+        f"127.0.0.1:{silent_master.port}",
+        f"127.0.0.1:{refused}",
+        f"{unresolvable}:4506",
+    ]
+    started = time.monotonic()
+    entries = ha_watch.tick_probe(endpoints_for(*masters), 0.5)
+    assert time.monotonic() - started < 1.5
+    assert [(e["master"], e["up"]) for e in entries] == [
+        (masters[0], True), (masters[1], False), (masters[2], False), (masters[3], False),
+    ]
+    assert entries[0]["error"] is None
+    assert entries[1]["error"] == f"ret port {silent_master.port}: no answer within 0.5 s"
+    assert entries[2]["error"].startswith(f"ret port {refused}: ")
+    assert "refused" in entries[2]["error"].lower()
+    assert re.match(f"DNS lookup of '{unresolvable}' (failed|timed out)", entries[3]["error"])
+    assert entries[3]["addresses"] == []
+
+
+def test_tick_probe_logs_and_names_an_exception_of_the_probe(monkeypatch, caplog, answering_master):
+    def broken_ping(address, port, timeout, transport, context):
+        if port == answering_master.port:
+            raise AttributeError("'NoneType' object has no attribute 'send'\nforged line")
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(ha_probe, "app_ping", broken_ping)
+    masters = [f"127.0.0.1:{answering_master.port}", "127.0.0.1:9"]
+    with caplog.at_level("WARNING"):
+        faulty, refused = ha_watch.tick_probe(endpoints_for(*masters), 0.5)
+    assert faulty["up"] is None  # not "down": unknown
+    assert faulty["error"] == (
+        f"ret port {answering_master.port}: ping check failed: "
+        "AttributeError: 'NoneType' object has no attribute 'send'\\nforged line"
+    )
+    assert refused["up"] is False
+    assert refused["error"] == "ret port 9: [Errno 111] Connection refused"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings  # the refusal is an answer, not logged
+    assert repr(masters[0]) in warnings[0]
+    assert "AttributeError" in warnings[0] and "\n" not in warnings[0]

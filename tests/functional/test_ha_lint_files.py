@@ -1,0 +1,37 @@
+"""``ha.lint`` through Salt's loader on config files Salt cannot read (real files in tmp_path)."""
+
+import pytest
+from salt.exceptions import CommandExecutionError
+
+
+@pytest.fixture
+def conf_file(loaders, tmp_path):
+    """A minion config of its own with a minion.d/: the loader's conf_file points to it for one test."""
+    etc = tmp_path / "etc" / "salt"
+    (etc / "minion.d").mkdir(parents=True)
+    (etc / "minion").write_text("id: ha-functional-minion\n")
+    saved = loaders.opts.get("conf_file")
+    loaders.opts["conf_file"] = str(etc / "minion")
+    yield etc / "minion"
+    loaders.opts["conf_file"] = saved
+
+
+def test_lint_of_the_running_minion_reports_a_broken_dropin_as_an_error(modules, conf_file):
+    assert not [f for f in modules.ha.lint() if f["severity"] == "error"]
+    dropin = conf_file.parent / "minion.d" / "failover.conf"
+    dropin.write_text("master: [127.0.0.1, 127.0.0.2\nmaster_type: failover\n")
+    errors = [f for f in modules.ha.lint() if f["severity"] == "error"]
+    assert [f["option"] for f in errors] == ["default_include"]
+    assert errors[0]["message"].startswith(f"config file {str(dropin)!r} is not valid YAML: ")
+    assert "(line 2, column 12)" in errors[0]["message"]
+    assert "exits at start-up" in errors[0]["message"]
+
+
+def test_lint_of_a_broken_config_path_names_the_file_and_the_error_on_one_line(modules, tmp_path):
+    path = tmp_path / "failover\nforged.conf"
+    path.write_text("master: [a, b\n")
+    with pytest.raises(CommandExecutionError) as err:
+        modules.ha.lint(config=str(path))
+    text = str(err.value)
+    assert "\n" not in text
+    assert text.startswith(f"config file {str(path)!r} is not valid YAML: ")
