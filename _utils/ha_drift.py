@@ -14,7 +14,6 @@ import hashlib
 import importlib.metadata
 import os
 import re
-import typing
 
 import salt.version
 
@@ -235,76 +234,3 @@ def compare_inventories(inventories):
         differences += _tree_differences(inventories, "pillar_roots")
         differences += _scalar_differences(inventories, "gitfs", "gitfs revisions")
     return differences
-
-
-def master_key_problem(inventories):
-    """None when every master shares one master.pub (or one signing key, with signing on), else why not."""
-    pubs = {name: inv.get("master_pub_fingerprint") for name, inv in inventories.items()}
-    if len(set(pubs.values())) <= 1:
-        return None
-    signs = {name: inv.get("master_sign_pub_fingerprint") for name, inv in inventories.items()}
-    signing = all(inv.get("master_sign_pubkey") for inv in inventories.values())
-    if signing and None not in signs.values() and len(set(signs.values())) == 1:
-        return None
-    return {
-        "reason": "the masters have different master.pub keys: the minion refuses the next master"
-        f" ({', '.join(f'{name} {fp}' for name, fp in sorted(pubs.items()))})",
-        "fix": "give every master the same master.pem/master.pub (state ha.master_keypair) or set up"
-        " master_sign_pubkey with one shared master_sign.pem",
-    }
-
-
-class LintUnavailable(typing.NamedTuple):
-    """Why a minion's ``ha.lint`` findings are not there, and what to do about it."""
-
-    reason: str
-    fix: str
-
-
-def minion_readiness(minion_id, inventories, source, lint_findings, master_problem):
-    """
-    The reasons ``minion_id`` would not fail over: ``[{"reason", "fix"}]`` (empty:
-    ready). ``lint_findings`` is the minion's ``ha.lint`` answer (a list of
-    findings, or the error text it returned) or a :class:`LintUnavailable`.
-    """
-    reasons = []
-    seen = {}
-    for name, inv in sorted(inventories.items()):
-        keys = inv.get("keys") or {}
-        seen[name] = next(
-            ((state, keys[state][minion_id]) for state in ("accepted", "pending", "rejected", "denied")
-             if minion_id in keys.get(state, {})),
-            (None, None),
-        )
-    accepted = {name: fp for name, (state, fp) in seen.items() if state == "accepted"}
-    source_fp = accepted.get(source) or next(iter(accepted.values()), None)
-    for name, (state, fp) in sorted(seen.items()):
-        if state == "accepted" and fp == source_fp:
-            continue
-        if state in ("rejected", "denied"):
-            reasons.append({"reason": f"key is {state} on {name}",
-                            "fix": f"salt-key -a {minion_id} --include-rejected --include-denied on {name}"
-                                   " if the minion is legitimate"})
-        elif state in ("accepted", "pending") and fp != source_fp:
-            reasons.append({"reason": f"key {state} on {name} differs from the one accepted on the other masters",
-                            "fix": f"find out which key is genuine; delete the other one (salt-key -d {minion_id})"
-                                   " and run salt-run ha.sync_keys"})
-        else:
-            what = "pending" if state == "pending" else "missing"
-            holder = source if source in accepted else next(iter(sorted(accepted)), None)
-            fix = (f"salt-run ha.sync_keys on {holder}" if holder else
-                   f"accept the key on one master (salt-key -a {minion_id}), then run salt-run ha.sync_keys there")
-            reasons.append({"reason": f"key {what} on {name}", "fix": fix})
-    if master_problem:
-        reasons.append(master_problem)
-    if isinstance(lint_findings, LintUnavailable):
-        reasons.append({"reason": lint_findings.reason, "fix": lint_findings.fix})
-    elif not isinstance(lint_findings, list):
-        reasons.append({"reason": f"ha.lint failed on the minion: {str(lint_findings)[:200]!r}",
-                        "fix": "sync the pack to the minion (saltutil.sync_all) and retry"})
-    else:
-        for finding in lint_findings:
-            if isinstance(finding, dict) and finding.get("severity") == "error":
-                reasons.append({"reason": f"ha.lint: {finding.get('option')}: {finding.get('message')}",
-                                "fix": finding.get("suggestion") or "see salt-call ha.lint on the minion"})
-    return reasons

@@ -31,14 +31,8 @@ def empty_result():
 
 
 def shown_id(item):
-    """
-    The id of an item as reports and logs show it: as it is when printable and
-    short, else escaped (``repr``) and shortened, so it cannot forge a log line.
-    """
-    minion_id = item.get("id") if isinstance(item, dict) else None
-    if isinstance(minion_id, str) and minion_id.isprintable() and len(minion_id) <= ha_keystore.SHOWN_LIMIT:
-        return minion_id
-    return ha_keystore.shown(minion_id)
+    """The id of a received item as reports and logs show it (:func:`ha_keystore.shown_id`)."""
+    return ha_keystore.shown_id(item.get("id") if isinstance(item, dict) else None)
 
 
 def validate_item(opts, item):

@@ -40,7 +40,6 @@ import ha_keys
 
 log = logging.getLogger(__name__)
 
-STATES = ("accepted", "pending", "rejected", "denied")
 STATE_DIRS = {
     "accepted": "minions",
     "pending": "minions_pre",
@@ -75,6 +74,16 @@ def shown(value, limit=SHOWN_LIMIT):
     """``value`` escaped (``repr``) and shortened, safe in a log line, a comment or an error."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def shown_id(minion_id):
+    """
+    A minion id as reports and logs show it: as it is when printable and short,
+    else escaped (``repr``) and shortened, so it cannot forge a log line.
+    """
+    if isinstance(minion_id, str) and minion_id.isprintable() and len(minion_id) <= SHOWN_LIMIT:
+        return minion_id
+    return shown(minion_id)
 
 
 def first_unsafe_char(text):
@@ -261,10 +270,10 @@ class KeyStore:
 
     def keys(self):
         """``{state: {minion_id: pem}}`` for every state (empty dicts included)."""
-        result = {state: {} for state in STATES}
+        result = {state: {} for state in ha_keys.KEY_STATES}
         try:
             if self.local:
-                for state in STATES:
+                for state in ha_keys.KEY_STATES:
                     result[state] = self._read_folder(state)
                 return result
             for minion_id, entry in self.cache.list_all("keys", include_data=True).items():
@@ -294,9 +303,9 @@ class KeyStore:
                 for state, keys in self.keys().items()
             }
         remembered = self._load_fingerprint_cache()
-        seen = {state: {} for state in STATES}
-        result = {state: {} for state in STATES}
-        for state in STATES:
+        seen = {state: {} for state in ha_keys.KEY_STATES}
+        result = {state: {} for state in ha_keys.KEY_STATES}
+        for state in ha_keys.KEY_STATES:
             known = remembered.get(state) or {}
             for entry in self._key_entries(state):
                 signature = _signature(entry.stat(follow_symlinks=False))
@@ -358,11 +367,11 @@ class KeyStore:
 
     def lookup(self, minion_ids):
         """``{state: {minion_id: pem}}`` for ``minion_ids`` only."""
-        result = {state: {} for state in STATES}
+        result = {state: {} for state in ha_keys.KEY_STATES}
         try:
             for minion_id in minion_ids:
                 if self.local:
-                    for state in STATES:
+                    for state in ha_keys.KEY_STATES:
                         path = self.path(state, minion_id)
                         pem = None if os.path.islink(path) else self._read(path)
                         if pem is not None:

@@ -17,7 +17,8 @@ writing (:func:`decide_item`): the plan is a request, not an order.
 
 import hashlib
 
-SYNC_STATES = ("accepted", "pending", "rejected", "denied")
+import ha_keys
+
 # Keys per request. Every salt-api runner call pays a fixed cost on the peer, ~1 s
 # at 10,000 keys in Salt's job cache (bench/sync_keys.py), so fewer requests win:
 # 5,000 keys are ~3 MB of JSON. A request refused as too large (HTTP 413) is halved.
@@ -25,7 +26,7 @@ DEFAULT_BATCH_SIZE = 5000
 
 
 def _state_of(peer, minion_id):
-    for state in SYNC_STATES:
+    for state in ha_keys.KEY_STATES:
         if minion_id in peer.get(state, {}):
             return state, peer[state][minion_id]
     return None, None
@@ -144,7 +145,7 @@ def bucket_digests(keys_by_state):
 
 def accepted_only(accepted):
     """``{state: {id: fp}}`` of a master holding exactly ``accepted`` and nothing else."""
-    return {state: (dict(accepted) if state == "accepted" else {}) for state in SYNC_STATES}
+    return {state: (dict(accepted) if state == "accepted" else {}) for state in ha_keys.KEY_STATES}
 
 
 def differing_buckets(*digests):

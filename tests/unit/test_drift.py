@@ -86,37 +86,3 @@ def test_gitfs_revisions_from_the_cache(tmp_path):
         "https://*****@git.example.com/s.git": {"refs/remotes/origin/main": "1111", "refs/tags/v1": "2222"}
     }
     assert ha_drift.gitfs_revisions(str(tmp_path / "none")) == {}
-
-
-def test_master_key_problem_unless_shared_or_signed():
-    same = {"a": inventory("a"), "b": inventory("b")}
-    assert ha_drift.master_key_problem(same) is None
-    differ = {"a": inventory("a"), "b": inventory("b", master_pub_fingerprint="bb")}
-    assert "different master.pub" in ha_drift.master_key_problem(differ)["reason"]
-    signed = {
-        name: inventory(name, master_pub_fingerprint=name, master_sign_pubkey=True, master_sign_pub_fingerprint="s")
-        for name in "ab"
-    }
-    assert ha_drift.master_key_problem(signed) is None
-
-
-def test_minion_readiness_reasons_and_fixes():
-    inventories = {
-        "a": inventory("a"),
-        "b": inventory("b", keys={"accepted": {}, "pending": {"web1": "f1"}, "rejected": {}, "denied": {}}),
-        "c": inventory("c", keys={"accepted": {}, "pending": {}, "rejected": {"web1": "f1"}, "denied": {}}),
-    }
-    lint = [{"severity": "error", "option": "master_type", "message": "not failover", "suggestion": "master_type: failover"}]
-    reasons = ha_drift.minion_readiness("web1", inventories, "a", lint, None)
-    assert reasons == [
-        {"reason": "key pending on b", "fix": "salt-run ha.sync_keys on a"},
-        {"reason": "key is rejected on c", "fix": reasons[1]["fix"]},
-        {"reason": "ha.lint: master_type: not failover", "fix": "master_type: failover"},
-    ]
-    ready = {"a": inventory("a"), "b": inventory("b")}
-    assert ha_drift.minion_readiness("web1", ready, "a", [], None) == []
-    unavailable = ha_drift.LintUnavailable("ha.lint not run: the key is not accepted on a", "run it elsewhere")
-    assert ha_drift.minion_readiness("web1", ready, "a", unavailable, None) == [
-        {"reason": "ha.lint not run: the key is not accepted on a", "fix": "run it elsewhere"}
-    ]
-    assert "ha.lint failed on the minion: 'boom\\n'" in ha_drift.minion_readiness("web1", ready, "a", "boom\n", None)[0]["reason"]
