@@ -55,8 +55,8 @@ def local_inventory(keys=True, trees=True, buckets=None):
     This master's inventory, as peers compare it: ``master``, ``salt_version``,
     ``salt_ha_version``, ``master_pub_fingerprint``, ``master_sign_pub_fingerprint``,
     ``master_sign_pubkey``, ``config`` (HA-relevant options, secrets masked),
-    ``key_counts`` (by state), ``key_digests`` (``{bucket: digest}``, see
-    ``ha_keysync.bucket_digests``), ``keys`` (``{state: {minion_id: fingerprint}}``:
+    ``key_counts`` (by status), ``key_digests`` (``{bucket: digest}``, see
+    ``ha_keysync.bucket_digests``), ``keys`` (``{status: {minion_id: fingerprint}}``:
     all with ``keys=True``, those of ``buckets`` only when given, none with
     ``keys=digests``), ``odd_key_files`` (``[{"path", "reason"}]``: files in the
     key folders skipped because their names are not valid UTF-8, names escaped)
@@ -180,11 +180,11 @@ def drift():
 
 def status():
     """
-    Every master's health, versions, key counts by state, master.pub fingerprint
+    Every master's health, versions, key counts by status, master.pub fingerprint
     and a summary of drift. An unreachable peer is reported, never fatal.
 
     Returns ``{"masters": [{"master", "up", "error", "salt_version",
-    "salt_ha_version", "master_pub_fingerprint", "keys": {state: count},
+    "salt_ha_version", "master_pub_fingerprint", "keys": {status: count},
     "odd_key_files": [{"path", "reason"}]}],
     "up", "total", "drift": {"count", "what": [...]}}``.
 

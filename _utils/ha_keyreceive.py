@@ -18,6 +18,7 @@ from salt.exceptions import CommandExecutionError
 import ha_keys
 import ha_keystore
 import ha_keysync
+import ha_text
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def validate_item(opts, item):
     if not isinstance(item, dict):
         return "item is not a mapping"
     if item.get("action") not in ACTIONS:
-        return f"unknown action {ha_keystore.shown(item.get('action'))}"
+        return f"unknown action {ha_text.shown(item.get('action'))}"
     reason = ha_keystore.validate_minion_id(opts, item.get("id"))
     if reason:
         return reason
@@ -48,7 +49,7 @@ def validate_item(opts, item):
     if not isinstance(fingerprint, str) or not fingerprint:
         return "fingerprint is missing"
     if len(fingerprint) > MAX_FINGERPRINT_CHARS or not fingerprint.isprintable():
-        return f"fingerprint {ha_keystore.shown(fingerprint)} is not a key fingerprint"
+        return f"fingerprint {ha_text.shown(fingerprint)} is not a key fingerprint"
     if item["action"] == "accept":
         return ha_keystore.validate_key(item.get("pem"), fingerprint)
     return None
@@ -99,7 +100,7 @@ def apply_items(store, items, lock_timeout=ha_keystore.LOCK_TIMEOUT):
         with ha_keystore.store_lock(store.opts, timeout=lock_timeout):
             _apply_valid(store, valid, result)
     except (OSError, CommandExecutionError) as err:
-        log.warning("Key store %s failed while applying received keys: %s", ha_keystore.shown(store.pki_dir), err)
+        log.warning("Key store %s failed while applying received keys: %s", ha_text.shown(store.pki_dir), err)
         _refuse_undone(valid, result, f"not applied: {err}")
     return result
 
@@ -108,8 +109,8 @@ def _apply_valid(store, items, result):
     """Decide every item against the keys on disk now, then delete and accept; fills ``result``."""
     local_pems = store.lookup([item["id"] for item in items])
     local = {
-        state: {minion_id: ha_keys.fingerprint(pem) for minion_id, pem in pems.items()}
-        for state, pems in local_pems.items()
+        status: {minion_id: ha_keys.fingerprint(pem) for minion_id, pem in pems.items()}
+        for status, pems in local_pems.items()
     }
     if store.local:
         store.sweep_staged()

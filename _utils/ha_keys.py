@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 DEFAULT_HASH = "sha256"
-# The states of a minion key, in the order Salt lists them (one tuple for every module).
-KEY_STATES = ("accepted", "pending", "rejected", "denied")
+# The statuses of a minion key, in the order Salt lists them (one tuple for every module).
+KEY_STATUSES = ("accepted", "pending", "rejected", "denied")
 
 
 def pem_body(pem):

@@ -8,7 +8,7 @@ Salt 3008 keeps minion keys in a cache driver (``keys.cache_driver``). The defau
 Any other driver is read and written through ``salt.cache.Cache(opts,
 driver=keys.cache_driver)``. ``localfs_key`` is read and written directly in its
 own layout, because its ``store`` creates its temp file as ``tmpXXXXXXXX`` inside
-``minions/`` and removes the old state before writing the new one (a process
+``minions/`` and removes the old status before writing the new one (a process
 killed mid-write leaves a half-written file that Salt lists as an accepted minion
 named ``tmp...``), and because its ``list_all`` is slow (a ``realpath`` per key).
 salt-ha stages each key in a dot-named temp file (never listed by Salt), flushes
@@ -37,10 +37,11 @@ from salt.exceptions import CommandExecutionError, SaltCacheError
 
 import ha_files
 import ha_keys
+import ha_text
 
 log = logging.getLogger(__name__)
 
-STATE_DIRS = {
+STATUS_DIRS = {
     "accepted": "minions",
     "pending": "minions_pre",
     "rejected": "minions_rejected",
@@ -61,7 +62,6 @@ KEY_FILE_MODE = 0o644
 # overrides and isolates, zero-width), line and paragraph separators, and the lone
 # surrogates Python uses for file-name bytes that are not valid UTF-8.
 UNSAFE_CATEGORIES = frozenset(("Cc", "Cf", "Zl", "Zp", "Cs"))
-SHOWN_LIMIT = 80
 # Exactly one public key PEM block, nothing around it but whitespace.
 PUBLIC_PEM = re.compile(
     r"\s*-----BEGIN ((?:RSA )?)PUBLIC KEY-----\r?\n"
@@ -70,20 +70,14 @@ PUBLIC_PEM = re.compile(
 )
 
 
-def shown(value, limit=SHOWN_LIMIT):
-    """``value`` escaped (``repr``) and shortened, safe in a log line, a comment or an error."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 3]}..."
-
-
 def shown_id(minion_id):
     """
     A minion id as reports and logs show it: as it is when printable and short,
     else escaped (``repr``) and shortened, so it cannot forge a log line.
     """
-    if isinstance(minion_id, str) and minion_id.isprintable() and len(minion_id) <= SHOWN_LIMIT:
+    if isinstance(minion_id, str) and minion_id.isprintable() and len(minion_id) <= ha_text.SHOWN_LIMIT:
         return minion_id
-    return shown(minion_id)
+    return ha_text.shown(minion_id)
 
 
 def first_unsafe_char(text):
@@ -102,7 +96,7 @@ def describe_char(char):
 
 def shown_file_name(name):
     """A file name as bytes when it is not valid UTF-8 (``b'caf\\xe9'``), else escaped text."""
-    return shown(name) if _is_utf8(name) else shown(os.fsencode(name))
+    return ha_text.shown(name) if _is_utf8(name) else ha_text.shown(os.fsencode(name))
 
 
 def key_pki_dir(opts):
@@ -136,11 +130,11 @@ def validate_minion_id(opts, minion_id, resolve=True):
         return f"minion id {minion_id!r} starts with '.' (hidden from Salt's key store)"
     unsafe = first_unsafe_char(minion_id)
     if unsafe is not None:
-        return f"minion id {shown(minion_id)} contains {describe_char(unsafe)}"
+        return f"minion id {ha_text.shown(minion_id)} contains {describe_char(unsafe)}"
     if not resolve:
         return None
     # valid_id resolves <pki_dir>/<id> and refuses what lands outside pki_dir. With
-    # no separator, no "..", no leading dot, <pki_dir>/<state folder>/<id> stays in
+    # no separator, no "..", no leading dot, <pki_dir>/<status folder>/<id> stays in
     # its folder; a symlink planted there is never read (lookup skips symlinks)
     # and os.replace replaces the link itself, never its target.
     if not salt.utils.verify.valid_id(opts, minion_id):
@@ -202,7 +196,7 @@ def store_lock(opts, timeout=LOCK_TIMEOUT, name=LOCK_NAME):
 
 class KeyStore:
     """
-    This master's minion keys, by state, through ``keys.cache_driver``.
+    This master's minion keys, by status, through ``keys.cache_driver``.
 
     With ``localfs_key`` (Salt's default) the legacy folders are read and written
     directly, as that driver lays them out: its ``list_all``/``fetch`` resolve
@@ -220,9 +214,9 @@ class KeyStore:
         # Files skipped by the last reads: [{"path": escaped, "reason"}].
         self.odd_files = []
 
-    def path(self, state, minion_id):
-        """Where ``localfs_key`` keeps ``minion_id`` in ``state``."""
-        return os.path.join(self.pki_dir, STATE_DIRS[state], minion_id)
+    def path(self, status, minion_id):
+        """Where ``localfs_key`` keeps ``minion_id`` in ``status``."""
+        return os.path.join(self.pki_dir, STATUS_DIRS[status], minion_id)
 
     @staticmethod
     def _read(path):
@@ -232,13 +226,13 @@ class KeyStore:
         except (FileNotFoundError, IsADirectoryError):
             return None
 
-    def _key_entries(self, state):
+    def _key_entries(self, status):
         """
-        The key files of ``state`` as ``localfs_key`` lists them (regular files, no
+        The key files of ``status`` as ``localfs_key`` lists them (regular files, no
         symlinks, no dot files). A file whose name is not valid UTF-8 cannot be a
         minion id Salt sends anywhere: it is skipped, named in :attr:`odd_files`.
         """
-        folder = os.path.join(self.pki_dir, STATE_DIRS[state])
+        folder = os.path.join(self.pki_dir, STATUS_DIRS[status])
         try:
             entries = list(os.scandir(folder))
         except FileNotFoundError:
@@ -250,36 +244,36 @@ class KeyStore:
             if _is_utf8(entry.name):
                 listed.append(entry)
             else:
-                self._skip_odd_file(state, entry.name)
+                self._skip_odd_file(status, entry.name)
         return listed
 
-    def _skip_odd_file(self, state, name):
-        path = f"{STATE_DIRS[state]}/{shown_file_name(name)}"
+    def _skip_odd_file(self, status, name):
+        path = f"{STATUS_DIRS[status]}/{shown_file_name(name)}"
         reason = "the file name is not valid UTF-8, so it is no minion id: skipped (rename or remove it)"
         if not any(odd["path"] == path for odd in self.odd_files):
-            log.warning("Key store %s: %s: %s", shown(self.pki_dir), path, reason)
+            log.warning("Key store %s: %s: %s", ha_text.shown(self.pki_dir), path, reason)
             self.odd_files.append({"path": path, "reason": reason})
 
-    def _read_folder(self, state):
+    def _read_folder(self, status):
         keys = {}
-        for entry in self._key_entries(state):
+        for entry in self._key_entries(status):
             pem = self._read(entry.path)
             if pem is not None:
                 keys[entry.name] = pem
         return keys
 
     def keys(self):
-        """``{state: {minion_id: pem}}`` for every state (empty dicts included)."""
-        result = {state: {} for state in ha_keys.KEY_STATES}
+        """``{status: {minion_id: pem}}`` for every status (empty dicts included)."""
+        result = {status: {} for status in ha_keys.KEY_STATUSES}
         try:
             if self.local:
-                for state in ha_keys.KEY_STATES:
-                    result[state] = self._read_folder(state)
+                for status in ha_keys.KEY_STATUSES:
+                    result[status] = self._read_folder(status)
                 return result
             for minion_id, entry in self.cache.list_all("keys", include_data=True).items():
-                state = (entry or {}).get("state")
-                if state in result and isinstance(entry.get("pub"), str):
-                    result[state][minion_id] = entry["pub"]
+                status = (entry or {}).get("state")
+                if status in result and isinstance(entry.get("pub"), str):
+                    result[status][minion_id] = entry["pub"]
             for minion_id, pub in self.cache.list_all("denied_keys").items():
                 result["denied"][minion_id] = pub[0] if isinstance(pub, list) else pub
         except (OSError, SaltCacheError) as err:
@@ -288,7 +282,7 @@ class KeyStore:
 
     def fingerprints(self):
         """
-        ``{state: {minion_id: fingerprint}}`` (path-based fingerprints, see ha_keys).
+        ``{status: {minion_id: fingerprint}}`` (path-based fingerprints, see ha_keys).
 
         With ``localfs_key`` a key file is read only when it changed since the last
         call: fingerprints are remembered in ``<pki_dir>/.salt-ha-fingerprints.json``
@@ -299,15 +293,15 @@ class KeyStore:
         """
         if not self.local:
             return {
-                state: {minion_id: ha_keys.fingerprint(pem) for minion_id, pem in keys.items()}
-                for state, keys in self.keys().items()
+                status: {minion_id: ha_keys.fingerprint(pem) for minion_id, pem in keys.items()}
+                for status, keys in self.keys().items()
             }
         remembered = self._load_fingerprint_cache()
-        seen = {state: {} for state in ha_keys.KEY_STATES}
-        result = {state: {} for state in ha_keys.KEY_STATES}
-        for state in ha_keys.KEY_STATES:
-            known = remembered.get(state) or {}
-            for entry in self._key_entries(state):
+        seen = {status: {} for status in ha_keys.KEY_STATUSES}
+        result = {status: {} for status in ha_keys.KEY_STATUSES}
+        for status in ha_keys.KEY_STATUSES:
+            known = remembered.get(status) or {}
+            for entry in self._key_entries(status):
                 signature = _signature(entry.stat(follow_symlinks=False))
                 cached = known.get(entry.name)
                 if isinstance(cached, list) and len(cached) == 4 and cached[:3] == signature:
@@ -317,8 +311,8 @@ class KeyStore:
                     if pem is None:
                         continue
                     fingerprint = ha_keys.fingerprint(pem)
-                result[state][entry.name] = fingerprint
-                seen[state][entry.name] = [*signature, fingerprint]
+                result[status][entry.name] = fingerprint
+                seen[status][entry.name] = [*signature, fingerprint]
         if seen != remembered:
             self._save_fingerprint_cache(seen)
         return result
@@ -334,7 +328,7 @@ class KeyStore:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def _remember(self, state, entries):
+    def _remember(self, status, entries):
         """
         Add ``{minion_id: [inode, mtime_ns, size, fingerprint]}`` of key files this
         process just wrote to the remembered fingerprints: the next inventory need not
@@ -343,8 +337,8 @@ class KeyStore:
         if not entries:
             return
         remembered = self._load_fingerprint_cache()
-        known = remembered.get(state)
-        remembered[state] = {**(known if isinstance(known, dict) else {}), **entries}
+        known = remembered.get(status)
+        remembered[status] = {**(known if isinstance(known, dict) else {}), **entries}
         self._save_fingerprint_cache(remembered)
 
     def _save_fingerprint_cache(self, data):
@@ -366,16 +360,16 @@ class KeyStore:
         return pems
 
     def lookup(self, minion_ids):
-        """``{state: {minion_id: pem}}`` for ``minion_ids`` only."""
-        result = {state: {} for state in ha_keys.KEY_STATES}
+        """``{status: {minion_id: pem}}`` for ``minion_ids`` only."""
+        result = {status: {} for status in ha_keys.KEY_STATUSES}
         try:
             for minion_id in minion_ids:
                 if self.local:
-                    for state in ha_keys.KEY_STATES:
-                        path = self.path(state, minion_id)
+                    for status in ha_keys.KEY_STATUSES:
+                        path = self.path(status, minion_id)
                         pem = None if os.path.islink(path) else self._read(path)
                         if pem is not None:
-                            result[state][minion_id] = pem
+                            result[status][minion_id] = pem
                     continue
                 entry = self.cache.fetch("keys", minion_id)
                 if entry and entry.get("state") in result:
@@ -402,23 +396,23 @@ class KeyStore:
         if not self.local:
             return self._accept_many_cached(keys)
         failed, staged, written = {}, {}, {}
-        folder = os.path.join(self.pki_dir, STATE_DIRS["accepted"])
+        folder = os.path.join(self.pki_dir, STATUS_DIRS["accepted"])
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError as err:
-            return {minion_id: f"cannot create {shown(folder)}: {err}" for minion_id in keys}
+            return {minion_id: f"cannot create {ha_text.shown(folder)}: {err}" for minion_id in keys}
         try:
             for minion_id, pem in keys.items():
                 try:
                     staged[minion_id] = _stage(folder, minion_id, pem)
                 except OSError as err:
-                    failed[minion_id] = f"cannot write the key of {shown(minion_id)}: {err}"
+                    failed[minion_id] = f"cannot write the key of {ha_text.shown(minion_id)}: {err}"
             os.sync()
             for minion_id, (tmp, signature) in list(staged.items()):
                 try:
                     os.replace(tmp, os.path.join(folder, minion_id))
                 except OSError as err:
-                    failed[minion_id] = f"cannot move the key of {shown(minion_id)} into place: {err}"
+                    failed[minion_id] = f"cannot move the key of {ha_text.shown(minion_id)} into place: {err}"
                     continue
                 del staged[minion_id]
                 written[minion_id] = [*signature, ha_keys.fingerprint(keys[minion_id])]
@@ -437,7 +431,7 @@ class KeyStore:
             try:
                 self.cache.store("keys", minion_id, {"state": "accepted", "pub": pem})
             except (OSError, SaltCacheError) as err:
-                failed[minion_id] = f"cannot store the key of {shown(minion_id)} ({self.driver}): {err}"
+                failed[minion_id] = f"cannot store the key of {ha_text.shown(minion_id)} ({self.driver}): {err}"
         return failed
 
     def _drop_pending_copy(self, minion_id):
@@ -447,18 +441,18 @@ class KeyStore:
             if os.path.isfile(pending) and not os.path.islink(pending):
                 os.remove(pending)
         except OSError as err:
-            log.warning("Accepted %s, but cannot remove its pending copy %s: %s", shown(minion_id), shown(pending), err)
+            log.warning("Accepted %s, but cannot remove its pending copy %s: %s", ha_text.shown(minion_id), ha_text.shown(pending), err)
 
     @staticmethod
     def _flush_folder(folder):
         try:
             _fsync_folder(folder)
         except OSError as err:
-            log.warning("Cannot fsync %s after writing keys: %s", shown(folder), err)
+            log.warning("Cannot fsync %s after writing keys: %s", ha_text.shown(folder), err)
 
     def sweep_staged(self):
         """Remove temp files a killed sync left in ``minions/`` (call under the store lock)."""
-        folder = os.path.join(self.pki_dir, STATE_DIRS["accepted"])
+        folder = os.path.join(self.pki_dir, STATUS_DIRS["accepted"])
         with contextlib.suppress(FileNotFoundError):
             for entry in os.scandir(folder):
                 if entry.name.startswith(STAGE_PREFIX) and entry.is_file(follow_symlinks=False):
@@ -475,7 +469,7 @@ class KeyStore:
 
     def delete_accepted(self, minion_id, pem, backup_folder):
         """Back up the accepted key of ``minion_id`` into ``backup_folder``, then delete it."""
-        backup = os.path.join(backup_folder, STATE_DIRS["accepted"], minion_id)
+        backup = os.path.join(backup_folder, STATUS_DIRS["accepted"], minion_id)
         try:
             os.makedirs(os.path.dirname(backup), mode=0o700, exist_ok=True)
             ha_files.atomic_write(backup, pem, mode=0o600, backup=False)
@@ -484,7 +478,7 @@ class KeyStore:
             else:
                 self.cache.flush("keys", minion_id)
         except (OSError, SaltCacheError) as err:
-            raise CommandExecutionError(f"cannot delete the key of {shown(minion_id)}: {err}") from err
+            raise CommandExecutionError(f"cannot delete the key of {ha_text.shown(minion_id)}: {err}") from err
         return backup
 
 

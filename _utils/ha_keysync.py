@@ -2,7 +2,7 @@
 Key sync planning: pure data in, pure data out.
 
 The source master's accepted keys ``{minion_id: fingerprint}`` against one peer's
-keys by state ``{"accepted"|"pending"|"rejected"|"denied": {minion_id: fingerprint}}``:
+keys by status ``{"accepted"|"pending"|"rejected"|"denied": {minion_id: fingerprint}}``:
 
 - accepted on the source, absent on the peer          -> ``accept`` (added as accepted)
 - pending on the peer with the source's fingerprint   -> ``accept`` (accepted there)
@@ -25,37 +25,37 @@ import ha_keys
 DEFAULT_BATCH_SIZE = 5000
 
 
-def _state_of(peer, minion_id):
-    for state in ha_keys.KEY_STATES:
-        if minion_id in peer.get(state, {}):
-            return state, peer[state][minion_id]
+def _status_of(peer, minion_id):
+    for status in ha_keys.KEY_STATUSES:
+        if minion_id in peer.get(status, {}):
+            return status, peer[status][minion_id]
     return None, None
 
 
-def plan_key_sync(source_accepted, peer, prune=False, source_states=None):
+def plan_key_sync(source_accepted, peer, prune=False, source_statuses=None):
     """
     The plan making ``peer``'s accepted keys equal ``source_accepted``.
 
-    ``source_states`` (optional, ``{minion_id: state}``) names the source's state of
+    ``source_statuses`` (optional, ``{minion_id: status}``) names the source's status of
     the peer's extra keys in the report. Returns ``{"accept": [ids], "delete": [ids],
     "conflicts": [...], "blocked": [...], "extra": [...], "in_sync": int}``.
     """
-    source_states = source_states or {}
+    source_statuses = source_statuses or {}
     plan = {"accept": [], "delete": [], "conflicts": [], "blocked": [], "extra": [], "in_sync": 0}
     for minion_id in sorted(source_accepted):
         source_fp = source_accepted[minion_id]
-        state, peer_fp = _state_of(peer, minion_id)
-        if state is None:
+        status, peer_fp = _status_of(peer, minion_id)
+        if status is None:
             plan["accept"].append(minion_id)
-        elif state in ("rejected", "denied"):
+        elif status in ("rejected", "denied"):
             plan["blocked"].append(
-                {"id": minion_id, "state": state, "source_fingerprint": source_fp, "peer_fingerprint": peer_fp}
+                {"id": minion_id, "state": status, "source_fingerprint": source_fp, "peer_fingerprint": peer_fp}
             )
         elif peer_fp != source_fp:
             plan["conflicts"].append(
-                {"id": minion_id, "state": state, "source_fingerprint": source_fp, "peer_fingerprint": peer_fp}
+                {"id": minion_id, "state": status, "source_fingerprint": source_fp, "peer_fingerprint": peer_fp}
             )
-        elif state == "pending":
+        elif status == "pending":
             plan["accept"].append(minion_id)
         else:
             plan["in_sync"] += 1
@@ -64,7 +64,7 @@ def plan_key_sync(source_accepted, peer, prune=False, source_states=None):
             {
                 "id": minion_id,
                 "peer_fingerprint": peer["accepted"][minion_id],
-                "source_state": source_states.get(minion_id),
+                "source_state": source_statuses.get(minion_id),
             }
         )
         if prune:
@@ -88,23 +88,23 @@ def plan_items(plan, source_pems, source_accepted, peer_accepted):
 def decide_item(item, local):
     """
     What the receiving master does with one validated item, given its own keys
-    ``{state: {minion_id: fingerprint}}``: ``(outcome, reason)`` with outcome one of
+    ``{status: {minion_id: fingerprint}}``: ``(outcome, reason)`` with outcome one of
     ``accept``, ``unchanged``, ``delete``, ``conflict``, ``refused``.
     """
     minion_id, fingerprint = item["id"], item["fingerprint"]
-    state, local_fp = _state_of(local, minion_id)
+    status, local_fp = _status_of(local, minion_id)
     if item["action"] == "accept":
-        if state in ("rejected", "denied"):
-            return "refused", f"the key is {state} here; salt-ha never accepts it"
-        if state == "accepted":
+        if status in ("rejected", "denied"):
+            return "refused", f"the key is {status} here; salt-ha never accepts it"
+        if status == "accepted":
             if local_fp == fingerprint:
                 return "unchanged", None
             return "conflict", "another key is accepted here"
-        if state == "pending" and local_fp != fingerprint:
+        if status == "pending" and local_fp != fingerprint:
             return "conflict", "another key is pending here"
         return "accept", None
     if item["action"] == "delete":
-        if state != "accepted":
+        if status != "accepted":
             return "unchanged", None
         if local_fp != fingerprint:
             return "conflict", "the accepted key here changed since the plan"
@@ -131,12 +131,12 @@ def bucket_of(minion_id):
     return hashlib.sha256(minion_id.encode("utf-8", "surrogatepass")).hexdigest()[:BUCKET_HEX]
 
 
-def bucket_digests(keys_by_state):
-    """``{bucket: sha256 of its sorted "id state fingerprint" lines}`` of ``{state: {id: fp}}``."""
+def bucket_digests(keys_by_status):
+    """``{bucket: sha256 of its sorted "id status fingerprint" lines}`` of ``{status: {id: fp}}``."""
     lines = {}
-    for state, keys in keys_by_state.items():
+    for status, keys in keys_by_status.items():
         for minion_id, fingerprint in keys.items():
-            lines.setdefault(bucket_of(minion_id), []).append(f"{minion_id}\0{state}\0{fingerprint}")
+            lines.setdefault(bucket_of(minion_id), []).append(f"{minion_id}\0{status}\0{fingerprint}")
     return {
         bucket: hashlib.sha256("\n".join(sorted(entries)).encode("utf-8", "surrogatepass")).hexdigest()
         for bucket, entries in lines.items()
@@ -144,8 +144,8 @@ def bucket_digests(keys_by_state):
 
 
 def accepted_only(accepted):
-    """``{state: {id: fp}}`` of a master holding exactly ``accepted`` and nothing else."""
-    return {state: (dict(accepted) if state == "accepted" else {}) for state in ha_keys.KEY_STATES}
+    """``{status: {id: fp}}`` of a master holding exactly ``accepted`` and nothing else."""
+    return {status: (dict(accepted) if status == "accepted" else {}) for status in ha_keys.KEY_STATUSES}
 
 
 def differing_buckets(*digests):
@@ -154,10 +154,10 @@ def differing_buckets(*digests):
     return sorted(bucket for bucket in buckets if len({digest.get(bucket) for digest in digests}) > 1)
 
 
-def in_buckets(keys_by_state, buckets):
-    """The part of ``{state: {id: fp}}`` whose ids fall in ``buckets``."""
+def in_buckets(keys_by_status, buckets):
+    """The part of ``{status: {id: fp}}`` whose ids fall in ``buckets``."""
     wanted = set(buckets)
     return {
-        state: {minion_id: fp for minion_id, fp in keys.items() if bucket_of(minion_id) in wanted}
-        for state, keys in keys_by_state.items()
+        status: {minion_id: fp for minion_id, fp in keys.items() if bucket_of(minion_id) in wanted}
+        for status, keys in keys_by_status.items()
     }

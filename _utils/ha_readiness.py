@@ -44,7 +44,7 @@ def master_key_problem(inventories):
     return {
         "reason": "the masters have different master.pub keys: the minion refuses the next master"
         f" ({', '.join(f'{name} {fp}' for name, fp in sorted(pubs.items()))})",
-        "fix": "give every master the same master.pem/master.pub (state ha.master_keypair) or set up"
+        "fix": "give every master the same master.pem/master.pub (status ha.master_keypair) or set up"
         " master_sign_pubkey with one shared master_sign.pem",
     }
 
@@ -60,25 +60,25 @@ def minion_readiness(minion_id, inventories, source, lint_findings, master_probl
     for name, inv in sorted(inventories.items()):
         keys = inv.get("keys") or {}
         seen[name] = next(
-            ((state, keys[state][minion_id]) for state in ha_keys.KEY_STATES
-             if minion_id in keys.get(state, {})),
+            ((status, keys[status][minion_id]) for status in ha_keys.KEY_STATUSES
+             if minion_id in keys.get(status, {})),
             (None, None),
         )
-    accepted = {name: fp for name, (state, fp) in seen.items() if state == "accepted"}
+    accepted = {name: fp for name, (status, fp) in seen.items() if status == "accepted"}
     source_fp = accepted.get(source) or next(iter(accepted.values()), None)
-    for name, (state, fp) in sorted(seen.items()):
-        if state == "accepted" and fp == source_fp:
+    for name, (status, fp) in sorted(seen.items()):
+        if status == "accepted" and fp == source_fp:
             continue
-        if state in ("rejected", "denied"):
-            reasons.append({"reason": f"key is {state} on {name}",
+        if status in ("rejected", "denied"):
+            reasons.append({"reason": f"key is {status} on {name}",
                             "fix": f"salt-key -a {minion_id} --include-rejected --include-denied on {name}"
                                    " if the minion is legitimate"})
-        elif state in ("accepted", "pending") and fp != source_fp:
-            reasons.append({"reason": f"key {state} on {name} differs from the one accepted on the other masters",
+        elif status in ("accepted", "pending") and fp != source_fp:
+            reasons.append({"reason": f"key {status} on {name} differs from the one accepted on the other masters",
                             "fix": f"find out which key is genuine; delete the other one (salt-key -d {minion_id})"
                                    " and run salt-run ha.sync_keys"})
         else:
-            what = "pending" if state == "pending" else "missing"
+            what = "pending" if status == "pending" else "missing"
             holder = source if source in accepted else next(iter(sorted(accepted)), None)
             fix = (f"salt-run ha.sync_keys on {holder}" if holder else
                    f"accept the key on one master (salt-key -a {minion_id}), then run salt-run ha.sync_keys there")

@@ -107,7 +107,7 @@ def local_inventory(opts, keys=True, trees=True, buckets=None):
     fingerprints = store.fingerprints() if keys else {}
     inventory = ha_drift.master_inventory(opts, {}, trees=bool(trees))
     inventory["odd_key_files"] = store.odd_files
-    inventory["key_counts"] = {state: len(fingerprints.get(state, {})) for state in ha_keys.KEY_STATES}
+    inventory["key_counts"] = {status: len(fingerprints.get(status, {})) for status in ha_keys.KEY_STATUSES}
     inventory["key_digests"] = ha_keysync.bucket_digests(fingerprints)
     if keys is True:
         inventory["keys"] = ha_keysync.in_buckets(fingerprints, buckets) if buckets is not None else fingerprints
@@ -119,7 +119,7 @@ def peer_inventory(client, keys=True, trees=True, buckets=None):
     answer = client.runner("ha.local_inventory", keys=keys, trees=trees, buckets=buckets)
     inventory = checked(answer, INVENTORY_FIELDS, "ha.local_inventory")
     if not isinstance(inventory["keys"], dict) or not isinstance(inventory["key_digests"], dict) or not all(
-        isinstance(inventory["keys"].get(state, {}), dict) for state in ha_keys.KEY_STATES
+        isinstance(inventory["keys"].get(status, {}), dict) for status in ha_keys.KEY_STATUSES
     ):
         raise CommandExecutionError("ha.local_inventory: the peer answered garbage keys")
     return inventory
@@ -172,7 +172,7 @@ def compared_inventories(opts, peers, progress):
 
 
 def source_keys(opts, store):
-    """``(accepted {id: fp}, {id: state}, skipped [{"id", "reason"}], bucket digests)`` of this master."""
+    """``(accepted {id: fp}, {id: status}, skipped [{"id", "reason"}], bucket digests)`` of this master."""
     fingerprints = store.fingerprints()
     skipped = [{"id": odd["path"], "reason": odd["reason"]} for odd in store.odd_files]
     source_fps = {}
@@ -182,9 +182,9 @@ def source_keys(opts, store):
             skipped.append({"id": ha_keystore.shown_id(minion_id), "reason": reason})
         else:
             source_fps[minion_id] = fingerprint
-    source_states = {minion_id: state for state, ids in fingerprints.items() for minion_id in ids}
+    source_statuses = {minion_id: status for status, ids in fingerprints.items() for minion_id in ids}
     expected = ha_keysync.bucket_digests(ha_keysync.accepted_only(source_fps))
-    return source_fps, source_states, skipped, expected
+    return source_fps, source_statuses, skipped, expected
 
 
 def pem_reader(store):
@@ -268,12 +268,12 @@ class KeySync:
     def plan(self, client, source):
         """``(plan, the peer's keys of the differing buckets, this master's accepted {id: fp})``."""
         digests = peer_inventory(client, keys="digests", trees=False)["key_digests"]
-        source_fps, source_states, _, expected = source()
+        source_fps, source_statuses, _, expected = source()
         buckets = ha_keysync.differing_buckets(expected, digests)
         peer_keys = peer_inventory(client, keys=True, trees=False, buckets=buckets)["keys"] if buckets else {}
         wanted = set(buckets)
         source_part = {mid: fp for mid, fp in source_fps.items() if ha_keysync.bucket_of(mid) in wanted}
-        plan = ha_keysync.plan_key_sync(source_part, peer_keys, prune=self.prune, source_states=source_states)
+        plan = ha_keysync.plan_key_sync(source_part, peer_keys, prune=self.prune, source_statuses=source_statuses)
         plan["in_sync"] += len(source_fps) - len(source_part)
         return plan, peer_keys, source_fps
 

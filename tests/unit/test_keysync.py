@@ -51,7 +51,7 @@ def test_rejected_or_denied_on_the_peer_is_never_accepted(state):
 
 
 def test_keys_only_on_the_peer_are_reported_and_kept_without_prune():
-    plan = ha_keysync.plan_key_sync({}, peer(accepted={"old": "fp-old"}), source_states={"old": "rejected"})
+    plan = ha_keysync.plan_key_sync({}, peer(accepted={"old": "fp-old"}), source_statuses={"old": "rejected"})
     assert plan["extra"] == [{"id": "old", "peer_fingerprint": "fp-old", "source_state": "rejected"}]
     assert plan["delete"] == []
 
