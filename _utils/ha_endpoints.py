@@ -16,6 +16,8 @@ import ipaddress
 import salt.utils.network
 from salt.exceptions import SaltInvocationError
 
+import ha_validate
+
 DEFAULT_RET_PORT = 4506
 DEFAULT_PUBLISH_PORT = 4505
 
@@ -46,21 +48,6 @@ def option_or_default(opts, option, default):
     return default if value is None else value
 
 
-def validate_port(value, what):
-    """Return ``value`` as a TCP port number, or raise naming ``what`` and the value."""
-    if isinstance(value, bool):
-        raise SaltInvocationError(f"{what} {value!r} is not a port number")
-    try:
-        port = int(value)
-    except (TypeError, ValueError) as err:
-        raise SaltInvocationError(f"{what} {value!r} is not a port number") from err
-    if str(port) != str(value).strip() and not isinstance(value, int):
-        raise SaltInvocationError(f"{what} {value!r} is not a port number")
-    if not 1 <= port <= 65535:
-        raise SaltInvocationError(f"{what} {value!r} is out of range (1-65535)")
-    return port
-
-
 def split_master_entry(entry):
     """
     Split one ``master`` entry into ``(host, port or None)`` as the minion does.
@@ -80,7 +67,7 @@ def split_master_entry(entry):
     if not host:
         raise SaltInvocationError(f"master entry {entry!r} has no host")
     if port is not None:
-        port = validate_port(port, f"port of master entry {entry!r}:")
+        port = ha_validate.validate_port(port, f"port of master entry {entry!r}:")
     return str(host), port
 
 
@@ -130,8 +117,8 @@ def master_endpoints(opts):
     ``opts`` needs ``master`` and may carry ``master_port`` and ``publish_port``
     (and, for a running minion, ``master_list``).
     """
-    ret_port = validate_port(option_or_default(opts, "master_port", DEFAULT_RET_PORT), "master_port")
-    publish_port = validate_port(
+    ret_port = ha_validate.validate_port(option_or_default(opts, "master_port", DEFAULT_RET_PORT), "master_port")
+    publish_port = ha_validate.validate_port(
         option_or_default(opts, "publish_port", DEFAULT_PUBLISH_PORT), "publish_port"
     )
     endpoints = []

@@ -29,7 +29,7 @@ import urllib.parse
 import requests
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-import ha_probe
+import ha_validate
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def peer_config(name, entry, resolve_secret=None):
         password=password,
         eauth=eauth,
         verify=_validate_verify(name, entry.get("verify", True)),
-        timeout=ha_probe.validate_timeout(
+        timeout=ha_validate.validate_timeout(
             entry.get("timeout", DEFAULT_TIMEOUT), what=f"ha:peers:{name}:timeout", maximum=3600
         ),
     )

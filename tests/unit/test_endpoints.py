@@ -158,45 +158,6 @@ def test_falsy_bad_port_option_is_rejected(option, value):
 
 
 @pytest.mark.parametrize(
-    "value,port",
-    [(1, 1), (4506, 4506), (65535, 65535), ("4506", 4506), (" 4506 ", 4506)],
-    ids=repr,
-)
-def test_validate_port_good(value, port):
-    assert ha_endpoints.validate_port(value, "master_port") == port
-
-
-@pytest.mark.parametrize(
-    "value,why",
-    [
-        (0, "out of range"),
-        (-1, "out of range"),
-        (65536, "out of range"),
-        ("0", "out of range"),
-        ("65536", "out of range"),
-        ("99999", "out of range"),
-        (True, "not a port number"),
-        (False, "not a port number"),
-        (4506.0, "not a port number"),
-        (4506.5, "not a port number"),
-        ("4506.0", "not a port number"),
-        ("abc", "not a port number"),
-        ("", "not a port number"),
-        ("05", "not a port number"),
-        ("+5", "not a port number"),
-        (None, "not a port number"),
-        ([4506], "not a port number"),
-    ],
-    ids=repr,
-)
-def test_validate_port_bad(value, why):
-    with pytest.raises(SaltInvocationError) as err:
-        ha_endpoints.validate_port(value, "master_port")
-    assert str(err.value).startswith(f"master_port {value!r} ")
-    assert why in str(err.value)
-
-
-@pytest.mark.parametrize(
     "opts,expected",
     [
         ({"master": "m1"}, "m1"),
