@@ -19,6 +19,7 @@ import logging
 import os
 
 import psutil
+import salt.utils.files
 from salt.exceptions import CommandExecutionError
 
 import ha_probe
@@ -36,14 +37,16 @@ def read_pid(pidfile):
     in it, no such process).
 
     Raises :class:`DaemonUnreadable` naming the path and the OS error when the
-    pidfile exists but cannot be read (permission denied, I/O error).
+    pidfile exists but cannot be read (permission denied, I/O error). Salt's own
+    ``salt.utils.process.get_pidfile`` returns -1 for both, which would read as
+    "no daemon".
     """
     if not pidfile:
         return None
     if not isinstance(pidfile, (str, os.PathLike)):
         raise DaemonUnreadable(f"the pidfile option {pidfile!r} is not a path")
     try:
-        with open(pidfile, encoding="utf-8") as handle:
+        with salt.utils.files.fopen(pidfile, encoding="utf-8") as handle:
             text = handle.read()
     except (FileNotFoundError, NotADirectoryError):
         return None

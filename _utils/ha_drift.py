@@ -15,6 +15,7 @@ import importlib.metadata
 import os
 import re
 
+import salt.utils.files
 import salt.version
 
 import ha_keys
@@ -56,7 +57,7 @@ def ha_config(opts):
 
 def _file_hash(path):
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with salt.utils.files.fopen(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 16), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -92,7 +93,7 @@ def _read_refs(git_dir):
     refs = {}
     packed = os.path.join(git_dir, "packed-refs")
     if os.path.isfile(packed):
-        with open(packed, encoding="utf-8", errors="replace") as handle:
+        with salt.utils.files.fopen(packed, encoding="utf-8", errors="replace") as handle:
             for line in handle:
                 parts = line.split()
                 if len(parts) == 2 and not line.startswith(("#", "^")):
@@ -101,7 +102,7 @@ def _read_refs(git_dir):
     for folder, _, names in os.walk(refs_dir):
         for name in names:
             path = os.path.join(folder, name)
-            with open(path, encoding="utf-8", errors="replace") as handle:
+            with salt.utils.files.fopen(path, encoding="utf-8", errors="replace") as handle:
                 refs["/".join(os.path.relpath(path, git_dir).split(os.sep))] = handle.read().strip()
     return {ref: sha for ref, sha in refs.items() if ref.startswith("refs/remotes/") or ref.startswith("refs/tags/")}
 
@@ -113,7 +114,7 @@ def gitfs_revisions(cachedir):
     if not os.path.isfile(remote_map):
         return {}
     result = {}
-    with open(remote_map, encoding="utf-8", errors="replace") as handle:
+    with salt.utils.files.fopen(remote_map, encoding="utf-8", errors="replace") as handle:
         for line in handle:
             if " = " not in line or line.startswith("#"):
                 continue

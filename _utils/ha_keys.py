@@ -12,6 +12,7 @@ compare equal to these; salt-ha never mixes the two.
 
 import hashlib
 
+import salt.utils.files
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -45,7 +46,7 @@ def fingerprint(pem, hash_type=DEFAULT_HASH):
 def fingerprint_file(path, hash_type=DEFAULT_HASH):
     """Fingerprint of a PEM file, or None when it does not exist."""
     try:
-        with open(path, "rb") as handle:
+        with salt.utils.files.fopen(path, "rb") as handle:
             return fingerprint(handle.read(), hash_type)
     except FileNotFoundError:
         return None

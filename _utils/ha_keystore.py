@@ -32,6 +32,7 @@ import time
 import unicodedata
 
 import salt.cache
+import salt.utils.files
 import salt.utils.verify
 from salt.exceptions import CommandExecutionError, SaltCacheError
 
@@ -175,7 +176,7 @@ def store_lock(opts, timeout=LOCK_TIMEOUT, name=LOCK_NAME):
     """Hold an exclusive fcntl lock on ``<pki_dir>/<name>`` (bounded wait) for the block."""
     path = os.path.join(key_pki_dir(opts), name)
     deadline = time.monotonic() + timeout
-    with open(path, "a+", encoding="utf-8") as handle:
+    with salt.utils.files.fopen(path, "a+", encoding="utf-8") as handle:
         while True:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -221,7 +222,7 @@ class KeyStore:
     @staticmethod
     def _read(path):
         try:
-            with open(path, encoding="utf-8", errors="replace") as handle:
+            with salt.utils.files.fopen(path, encoding="utf-8", errors="replace") as handle:
                 return handle.read()
         except (FileNotFoundError, IsADirectoryError):
             return None
@@ -322,7 +323,7 @@ class KeyStore:
 
     def _load_fingerprint_cache(self):
         try:
-            with open(self._fingerprint_cache_path(), encoding="utf-8") as handle:
+            with salt.utils.files.fopen(self._fingerprint_cache_path(), encoding="utf-8") as handle:
                 data = json.load(handle)
         except (OSError, ValueError):
             return {}
