@@ -14,10 +14,12 @@ Works inside the daemon (``salt <id> ha.status``), from ``salt-call`` and from
 import logging
 import time
 
+import ha_config_file
 import ha_connection
 import ha_endpoints
 import ha_files
 import ha_lint
+import ha_minion_config
 import ha_probe
 import ha_report
 import ha_watch
@@ -53,10 +55,15 @@ def _probe_all(endpoints, timeout):
 
 
 def _lint_running(resolver):
-    # The daemon's view, also from a salt-call process (whose -t sets auth_timeout).
-    written = ha_lint.written_options(__opts__.get("conf_file"))
-    opts = ha_lint.daemon_options(__opts__, written)
-    return ha_lint.lint_options(opts, written_keys=set(written), resolver=resolver)
+    # The daemon's view, also from a salt-call process (whose -t sets auth_timeout):
+    # the files the daemon reads (include and default_include followed) over __opts__.
+    written = ha_minion_config.read_minion_config(__opts__.get("conf_file"))
+    return ha_lint.lint_options(
+        ha_minion_config.daemon_options(__opts__, written.options),
+        written_keys=set(written.options),
+        resolver=resolver,
+        config_problems=written.problems,
+    )
 
 
 def _resolver_from(masters):
@@ -141,13 +148,21 @@ def lint(config=None):
     """
     Lint the failover settings of this minion, or of a minion config file.
 
-    Each finding is ``{"severity": "error"|"warning"|"info", "option",
-    "message", "suggestion"}``, errors first. The last finding states the
-    estimated worst-case time to fail over for these settings.
+    Each finding is ``{"id", "severity": "error"|"warning"|"info", "option",
+    "message", "suggestion"}``, errors first; ``id`` is stable (``HA104``; the
+    README's ``ha.lint`` table lists them all). The last finding (``HA901``) states
+    the estimated worst-case time to fail over for these settings.
+
+    For the running minion the options are read as the salt-minion daemon reads
+    them: its config file, the files ``default_include`` matches (``minion.d/*.conf``)
+    and those ``include`` names, merged by Salt, over the daemon's options (so
+    ``salt-call -t`` does not leak into ``auth_timeout``). A file among them that
+    Salt cannot use is a finding (HA405-HA410).
 
     config
         Path of a minion YAML config file to lint instead of the running
-        minion's options (e.g. a drop-in you are about to deploy).
+        minion's options (e.g. a drop-in you are about to deploy); only that
+        file is read, and a file Salt cannot use raises the problem.
 
     CLI Example:
 
@@ -159,7 +174,7 @@ def lint(config=None):
     resolver = lambda hosts: ha_probe.resolve_many(hosts, 2)  # noqa: E731
     if config is None:
         return _lint_running(resolver)
-    return ha_lint.lint_options(ha_lint.load_config_file(config), resolver=resolver)
+    return ha_lint.lint_options(ha_config_file.load_config_file(config), resolver=resolver)
 
 
 def check(timeout=2, warn=None, crit=None):

@@ -20,6 +20,7 @@ escaped (``repr``) in comments.
 import logging
 import os
 
+import ha_restart
 import ha_state
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -67,7 +68,7 @@ def _run(name, make_plan, done, restart=None):
 
 
 def _spawn_restart(plan):
-    pid = ha_state.spawn_restart(
+    pid = ha_restart.spawn_restart(
         plan["restart"],
         wait_pid=plan["wait_pid"],
         wait_seconds=plan["wait_seconds"],
@@ -127,7 +128,9 @@ def minion_failover(
     restart
         The minion reads its config only at start: without ``restart`` the comment
         says ``restart required``. With ``restart=True`` and a change, a detached
-        helper (own session, started with the Python that runs Salt) waits until
+        helper (``ha_restart_helper``: own session, started with the Python that runs
+        Salt; Salt's ``minion.restart`` would stop the daemon before this job's return
+        is sent) waits until
         the job that runs this state has ended (at most ``restart_wait`` seconds),
         so that its return reaches the master, then ``restart_delay`` seconds, then
         restarts the salt-minion daemon found in ``pidfile`` the way
@@ -165,7 +168,7 @@ def minion_failover(
     def plan_restart(plan):
         if not plan.changed:
             return None
-        daemon = ha_state.daemon_restart_plan(
+        daemon = ha_restart.daemon_restart_plan(
             __opts__.get("pidfile"), __opts__.get("minion_restart_command")
         )
         if daemon is None:

@@ -8,29 +8,24 @@ wrong. The returned :class:`StatePlan` says which files would change and how
 with atomic writes (the previous version kept as a backup, ``ha_files``) and
 re-reads every file it wrote.
 
-The restart helpers plan and launch the delayed, detached restart of a running
-salt-minion that ``ha.minion_failover(restart=True)`` asks for.
+Restarting the minion after ``ha.minion_failover(restart=True)`` is :mod:`ha_restart`.
 """
 
 import contextlib
 import dataclasses
 import hashlib
-import json
 import os
-import re
-import subprocess
-import sys
 
-import psutil
 import salt.config
 import salt.utils.files
 import yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-import ha_connection
+import ha_config_file
 import ha_files
 import ha_keys
 import ha_lint
+from ha_lint_findings import escaped
 
 HEADER = "# Managed by Salt (salt-ha state {state}): local changes are overwritten.\n"
 PUBLIC_MODE = 0o644
@@ -39,8 +34,6 @@ PRIVATE_MODE = 0o400  # what salt.crypt.write_keys gives master.pem
 DEFAULT_ALIVE_INTERVAL = 10
 DEFAULT_FAILBACK_INTERVAL = 30
 MAX_INTERVAL = 86400
-
-SYSTEMD_UNIT = re.compile(r"/(salt-minion[\w@.-]*\.service)(?:/|$)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,8 +130,8 @@ def current_options(path, data):
     if data is None:
         return {}, None
     try:
-        return ha_lint.parse_config(data, path), None
-    except ha_lint.ConfigFileError as err:
+        return ha_config_file.parse_config(data, path), None
+    except ha_config_file.ConfigFileError as err:
         return {}, err.problem
 
 
@@ -168,6 +161,7 @@ def file_plan(path, content, mode, current, corrupt=None):
 
 
 def stat_mode(path):
+    """The permission bits of ``path``."""
     return os.stat(path).st_mode & 0o7777
 
 
@@ -185,6 +179,7 @@ def validate_seconds(value, what, minimum):
 
 
 def validate_flag(value, what):
+    """``value`` if it is True or False; raises naming ``what`` otherwise."""
     if not isinstance(value, bool):
         raise SaltInvocationError(f"{what} {value!r} is not True or False")
     return value
@@ -244,6 +239,7 @@ def failover_options(
 
 
 def validate_port(value, what):
+    """``value`` if it is a port number; raises naming ``what`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
         raise SaltInvocationError(f"{what} {value!r} is not a port number (1-65535)")
     return value
@@ -263,7 +259,8 @@ def lint_failover(options, port_context=None):
 
 
 def finding_text(item):
-    return f"{ha_lint.escaped(item['option'])}: {item['message']} (suggestion: {item['suggestion']})"
+    """A lint finding in one line: id, option, message, suggestion."""
+    return f"{item['id']} {escaped(item['option'])}: {item['message']} (suggestion: {item['suggestion']})"
 
 
 def plan_minion_failover(name, conf_file, options, port_context=None):
@@ -308,11 +305,12 @@ def validate_settings(settings, where="settings"):
     for key, value in settings.items():
         if not isinstance(key, str) or not key.strip():
             raise SaltInvocationError(f"{where} key {key!r} is not an option name")
-        validate_value(value, f"{where}:{ha_lint.escaped(key)}")
+        validate_value(value, f"{where}:{escaped(key)}")
     return settings
 
 
 def validate_value(value, where):
+    """Raise naming ``where`` unless ``value`` is plain YAML data (recursively)."""
     if isinstance(value, dict):
         validate_settings(value, where)
     elif isinstance(value, (list, tuple)):
@@ -334,6 +332,7 @@ def plain(value):
 
 
 def unknown_master_options(settings):
+    """Top-level keys of ``settings`` that are no Salt master option (sorted)."""
     known = set(salt.config.DEFAULT_MASTER_OPTS) | set(salt.config.VALID_OPTS)
     return sorted(key for key in settings if key not in known and "." not in key and key != "ha")
 
@@ -373,6 +372,7 @@ def plan_master_config(name, conf_file, settings):
 
 
 def sha256(data):
+    """Hex sha256 of ``data``, None for no file."""
     return None if data is None else hashlib.sha256(data).hexdigest()
 
 
@@ -425,6 +425,7 @@ def public_fingerprint_of_private(data):
 
 
 def same_private_key(current, wanted_key):
+    """Whether the PEM bytes ``current`` hold the same private key as ``wanted_key``."""
     if current is None:
         return False
     try:
@@ -567,126 +568,3 @@ def report(plan, written=None):
             f"kept in {backup!r}."
         )
     return changes, notes
-
-
-# --- restarting the minion ---------------------------------------------------------------
-
-# Runs detached, under the Python that runs Salt (psutil is a Salt dependency).
-# argv[1]: the JSON plan of restart_plan() plus wait_pid/wait_seconds/delay.
-RESTART_HELPER = """\
-import json, subprocess, sys, time
-import psutil
-plan = json.loads(sys.argv[1])
-def running(pid):
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-def wait_gone(pid, seconds):
-    deadline = time.monotonic() + seconds
-    while running(pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return not running(pid)
-if plan["wait_pid"]:
-    wait_gone(plan["wait_pid"], plan["wait_seconds"])
-time.sleep(plan["delay"])
-if plan["stop_pid"]:
-    try:
-        daemon = psutil.Process(plan["stop_pid"])
-        if daemon.create_time() != plan["stop_created"]:
-            sys.exit(3)
-        daemon.terminate()
-    except psutil.NoSuchProcess:
-        pass
-    if not wait_gone(plan["stop_pid"], plan["stop_seconds"]):
-        sys.exit(2)
-subprocess.Popen(plan["command"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                 stderr=subprocess.DEVNULL, start_new_session=True, cwd="/")
-"""
-
-STOP_SECONDS = 30
-
-
-def systemd_unit(cgroup_text):
-    """The ``salt-minion*.service`` unit named in a /proc/<pid>/cgroup text, or None."""
-    for line in (cgroup_text or "").splitlines():
-        match = SYSTEMD_UNIT.search(line.split(":", 2)[-1])
-        if match:
-            return match.group(1)
-    return None
-
-
-def restart_plan(pid, created, cmdline, cgroup_text, restart_command=None):
-    """
-    How to restart the salt-minion daemon ``pid`` safely, in the order
-    ``minion.restart`` uses: ``minion_restart_command`` (stop the daemon, then run
-    it), its systemd unit (``systemctl restart --no-block``), a daemonized minion
-    (``-d``: stop it, then run its own command line again). Raises
-    ``CommandExecutionError`` saying why when none applies (a foreground minion
-    without a supervisor Salt knows about).
-    """
-    if restart_command:
-        command = [restart_command] if isinstance(restart_command, str) else list(restart_command)
-        method = "minion_restart_command"
-        stop = True
-    elif systemd_unit(cgroup_text):
-        command = ["systemctl", "restart", "--no-block", systemd_unit(cgroup_text)]
-        method = "systemd"
-        stop = False
-    elif "-d" in cmdline or "--daemon" in cmdline:
-        command, method, stop = list(cmdline), "daemon command line", True
-    else:
-        raise CommandExecutionError(
-            f"cannot restart the salt-minion (pid {pid}) safely: it is not a salt-minion "
-            "systemd unit, not daemonized (-d) and minion_restart_command is not set; "
-            "set minion_restart_command or restart it yourself"
-        )
-    return {
-        "method": method,
-        "daemon_pid": pid,
-        "command": command,
-        "stop_pid": pid if stop else None,
-        "stop_created": created if stop else None,
-        "stop_seconds": STOP_SECONDS,
-    }
-
-
-def daemon_restart_plan(pidfile, restart_command=None):
-    """
-    :func:`restart_plan` for the salt-minion daemon in ``pidfile``; None when no
-    daemon runs (the new settings apply when it starts).
-    """
-    pid = ha_connection.read_pid(pidfile) if pidfile else None
-    if pid is None:
-        return None
-    try:
-        process = psutil.Process(pid)
-        cmdline, created = process.cmdline(), process.create_time()
-    except psutil.Error as err:
-        raise CommandExecutionError(f"cannot inspect the salt-minion pid {pid}: {err}") from err
-    try:
-        with salt.utils.files.fopen(f"/proc/{pid}/cgroup", "r") as handle:
-            cgroup_text = handle.read()
-    except OSError:
-        cgroup_text = ""
-    return restart_plan(pid, created, cmdline, cgroup_text, restart_command)
-
-
-def spawn_restart(plan, wait_pid, wait_seconds, delay):
-    """
-    Launch the detached restart helper (own session, no stdio) and return its pid.
-    It waits for ``wait_pid`` (the process running the state, so that its return
-    reaches the master first; bounded by ``wait_seconds``), then ``delay`` seconds,
-    then restarts as ``plan`` says.
-    """
-    payload = {**plan, "wait_pid": wait_pid, "wait_seconds": wait_seconds, "delay": delay}
-    helper = subprocess.Popen(  # pylint: disable=consider-using-with
-        [sys.executable, "-c", RESTART_HELPER, json.dumps(payload)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        close_fds=True,
-        cwd="/",
-    )
-    return helper.pid

@@ -21,7 +21,7 @@ def test_lint_of_the_running_minion_reports_a_broken_dropin_as_an_error(modules,
     dropin = conf_file.parent / "minion.d" / "failover.conf"
     dropin.write_text("master: [127.0.0.1, 127.0.0.2\nmaster_type: failover\n")
     errors = [f for f in modules.ha.lint() if f["severity"] == "error"]
-    assert [f["option"] for f in errors] == ["default_include"]
+    assert [(f["id"], f["option"]) for f in errors] == [("HA405", "default_include")]
     assert errors[0]["message"].startswith(f"config file {str(dropin)!r} is not valid YAML: ")
     assert "(line 2, column 12)" in errors[0]["message"]
     assert "exits at start-up" in errors[0]["message"]
@@ -35,3 +35,29 @@ def test_lint_of_a_broken_config_path_names_the_file_and_the_error_on_one_line(m
     text = str(err.value)
     assert "\n" not in text
     assert text.startswith(f"config file {str(path)!r} is not valid YAML: ")
+
+
+def test_lint_of_the_running_minion_follows_include(modules, conf_file):
+    """A failover option in a file the config file's include: names is read, as the daemon reads it."""
+    extra = conf_file.parent / "extra"
+    extra.mkdir()
+    (extra / "failover.conf").write_text("auth_timeout: 30\nmaster_alive_intervall: 10\n")
+    assert not [f for f in modules.ha.lint() if f["option"] == "auth_timeout"]
+    conf_file.write_text("id: ha-functional-minion\ninclude: extra/*.conf\n")
+    findings = modules.ha.lint()
+    assert [(f["id"], f["severity"]) for f in findings if f["option"] == "auth_timeout"] == [("HA206", "warning")]
+    assert [f["id"] for f in findings if f["option"] == "master_alive_intervall"] == ["HA402"]
+    assert "auth_timeout is 30 s" in next(f["message"] for f in findings if f["id"] == "HA206")
+
+
+def test_lint_of_the_running_minion_reads_a_custom_default_include(modules, conf_file):
+    """default_include: ha.d/*.conf replaces minion.d/*.conf: only the files it matches are read."""
+    (conf_file.parent / "minion.d" / "ignored.conf").write_text("auth_timeout: 30\n")
+    (conf_file.parent / "ha.d").mkdir()
+    (conf_file.parent / "ha.d" / "failover.conf").write_text("random_master: True\n")
+    conf_file.write_text("id: ha-functional-minion\ndefault_include: ha.d/*.conf\n")
+    ids = [f["id"] for f in modules.ha.lint()]
+    assert "HA209" in ids and "HA206" not in ids, ids
+    conf_file.write_text("id: ha-functional-minion\n")
+    ids = [f["id"] for f in modules.ha.lint()]
+    assert "HA206" in ids and "HA209" not in ids, ids

@@ -59,7 +59,7 @@ def test_lint_of_a_good_failover_file_has_only_the_estimate(modules, tmp_path):
         "master_alive_interval: 10\nretry_dns: 0\n"
     )
     findings = modules.ha.lint(config=str(config))
-    assert [f["severity"] for f in findings] == ["info"]
+    assert [(f["id"], f["severity"]) for f in findings] == [("HA901", "info")]
     assert "failover" in findings[-1]["message"]
 
 
@@ -68,7 +68,7 @@ def test_lint_of_a_file_with_a_failover_typo_says_what_to_write(modules, tmp_pat
     config.write_text("master: [127.0.0.1, 127.0.0.2]\nmaster_failover: true\n")
     findings = modules.ha.lint(config=str(config))
     typo = [f for f in findings if f["option"] == "master_failover"]
-    assert typo and typo[0]["severity"] == "error"
+    assert typo and typo[0]["severity"] == "error" and typo[0]["id"] == "HA401"
     assert "master_type: failover" in typo[0]["suggestion"]
 
 

@@ -201,13 +201,16 @@ def test_restart_true_restarts_a_real_minion_which_then_fails_over(restartable_m
     assert "restarts in the background (minion_restart_command" in result["comment"], result
     assert yaml.safe_load(dropin.read_text())["master_type"] == "failover"
 
+    # The new daemon writes its pidfile before it is connected: a job published before
+    # then is missed, so each ha.status gets a short salt --timeout of its own.
+    status_cli = master_a.salt_cli(timeout=10)
     deadline = time.monotonic() + 60
     new_pid = status = None
     while time.monotonic() < deadline:
         minion.is_running()  # reaps the stopped foreground minion (see state_lab)
         new_pid = state_lab.pidfile_pid(minion)
         if new_pid not in (None, old_pid):
-            ret = cli.run("ha.status", "timeout=2", minion_tgt=minion.id, _timeout=5)
+            ret = status_cli.run("ha.status", "timeout=2", minion_tgt=minion.id)
             status = ret.data if ret.returncode == 0 else None
             if isinstance(status, dict) and status.get("total") == 2:
                 break

@@ -65,26 +65,7 @@ def state_results(data):
 
 RESTART_COMMAND_DROPIN = "lab-restart-command.conf"
 
-# Salt refuses to start while the process in run/process_responsibility_minion.pid
-# exists, and a zombie exists: the foreground minion stopped by the restart helper
-# stays a zombie until salt-factories (its parent, in the pytest process) reaps it,
-# whereas a daemon's parent (init, systemd) reaps at once. So the restart command
-# waits (bounded) until that process is reaped, then execs the daemonized minion.
-# argv: <responsibility file> <seconds> <command...>
-WAIT_REAPED_THEN_EXEC = """\
-import json, os, sys, time
-import psutil
-path, seconds, command = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
-try:
-    with open(path, encoding="utf-8") as handle:
-        pid = json.load(handle).get("pid")
-except (OSError, ValueError, AttributeError):
-    pid = None
-deadline = time.monotonic() + seconds
-while isinstance(pid, int) and psutil.pid_exists(pid) and time.monotonic() < deadline:
-    time.sleep(0.1)
-os.execv(command[0], command)
-"""
+EXEC_WHEN_REAPED = pathlib.Path(__file__).resolve().parent / "exec_when_reaped.py"
 
 
 def set_daemon_restart_command(minion, reap_wait=30):
@@ -92,14 +73,14 @@ def set_daemon_restart_command(minion, reap_wait=30):
     Give a (not started) minion factory a ``minion_restart_command`` (in a
     ``minion.d`` drop-in) that starts the same minion again daemonized (``-d``
     writes the pidfile), once the stopped one has been reaped (see
-    ``WAIT_REAPED_THEN_EXEC``; the test must keep polling ``minion.is_running()``).
+    :mod:`tests.support.exec_when_reaped`; the test must keep polling ``minion.is_running()``).
     salt-factories runs minions in the foreground with ``--disable-keepalive``,
     which ``ha.minion_failover`` cannot restart otherwise.
     """
     pidfile = pathlib.Path(minion.config["pidfile"])
     responsibility = pidfile.parent / f"process_responsibility_{pidfile.name}"
     daemon = [str(part) for part in minion.cmdline("-d")]
-    command = [sys.executable, "-c", WAIT_REAPED_THEN_EXEC, str(responsibility), str(reap_wait), *daemon]
+    command = [sys.executable, str(EXEC_WHEN_REAPED), str(responsibility), str(reap_wait), *daemon]
     path = dropin_path(minion, RESTART_COMMAND_DROPIN)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump({"minion_restart_command": command}, default_flow_style=False))

@@ -3,9 +3,6 @@
 import collections
 import os
 import stat
-import subprocess
-import sys
-import time
 
 import pytest
 import yaml
@@ -370,85 +367,6 @@ def test_keypair_target_outside_the_pki_dir_is_refused(keypairs, tmp_path):
     os.symlink(tmp_path / "outside.pem", pki / "master.pem")
     with pytest.raises(SaltInvocationError, match="outside the pki dir"):
         ha_state.plan_master_keypair(str(pki), keypairs[0][0])
-
-
-# --- restart planning ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "cgroup,unit",
-    [
-        ("0::/system.slice/salt-minion.service\n", "salt-minion.service"),
-        ("1:name=systemd:/system.slice/salt-minion@edge.service/x\n", "salt-minion@edge.service"),
-        ("0::/user.slice/user-1000.slice/session-2.scope\n", None),
-        ("0::/system.slice/docker.service\n", None),
-        ("0::/\n", None),
-        ("", None),
-    ],
-)
-def test_systemd_unit_only_of_a_salt_minion_service(cgroup, unit):
-    assert ha_state.systemd_unit(cgroup) == unit
-
-
-def test_restart_plan_prefers_minion_restart_command_then_systemd_then_daemon_argv():
-    argv = ["/usr/bin/salt-minion", "-d", "-c", "/etc/salt"]
-    unit = "0::/system.slice/salt-minion.service\n"
-    by_command = ha_state.restart_plan(10, 1.5, argv, unit, ["/usr/bin/salt-minion", "-d"])
-    assert by_command["method"] == "minion_restart_command"
-    assert (by_command["stop_pid"], by_command["stop_created"]) == (10, 1.5)
-    by_systemd = ha_state.restart_plan(10, 1.5, argv, unit)
-    assert by_systemd["command"] == ["systemctl", "restart", "--no-block", "salt-minion.service"]
-    assert by_systemd["stop_pid"] is None
-    by_argv = ha_state.restart_plan(10, 1.5, argv, "0::/\n")
-    assert (by_argv["method"], by_argv["command"], by_argv["stop_pid"]) == (
-        "daemon command line", argv, 10,
-    )  # fmt: skip
-
-
-def test_restart_plan_refuses_a_foreground_minion_without_a_known_supervisor():
-    argv = ["/usr/bin/salt-minion", "-c", "/etc/salt", "--disable-keepalive"]
-    with pytest.raises(CommandExecutionError, match="cannot restart the salt-minion .pid 10. safely"):
-        ha_state.restart_plan(10, 1.5, argv, "0::/\n")
-
-
-def test_no_restart_plan_without_a_running_daemon(tmp_path):
-    assert ha_state.daemon_restart_plan(str(tmp_path / "missing.pid")) is None
-
-
-def test_restart_helper_waits_for_the_job_process_then_runs_the_command(tmp_path):
-    marker = tmp_path / "ran"
-    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    try:
-        plan = {
-            "method": "minion_restart_command",
-            "command": ["/bin/sh", "-c", f"echo ran > {marker}"],
-            "stop_pid": None,
-            "stop_created": None,
-            "stop_seconds": 5,
-        }
-        ha_state.spawn_restart(plan, wait_pid=job.pid, wait_seconds=30, delay=0)
-        time.sleep(1.5)
-        assert not marker.exists()  # the job (the state's process) still runs
-    finally:
-        job.kill()
-        job.wait()
-    deadline = time.monotonic() + 10
-    while not marker.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert marker.read_text() == "ran\n"
-
-
-def test_restart_helper_never_stops_a_process_that_reused_the_pid(tmp_path):
-    marker = tmp_path / "ran"
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    try:
-        plan = ha_state.restart_plan(other.pid, 12345.0, ["salt-minion", "-d"], "", ["/bin/sh", "-c", f"touch {marker}"])
-        ha_state.spawn_restart(plan, wait_pid=None, wait_seconds=0, delay=0)
-        time.sleep(2)
-        assert other.poll() is None and not marker.exists()
-    finally:
-        other.kill()
-        other.wait()
 
 
 # --- the key pair is replaced as a pair or not at all --------------------------------

@@ -1,0 +1,238 @@
+"""
+Lint rules HA4xx: the options as written. Names Salt does not know (Salt ignores
+them silently, so a typo of a failover option breaks failover), values of the wrong
+type (Salt only logs a warning), and config files the minion cannot use
+(:mod:`ha_minion_config` finds them; the daemon exits, crashes or skips them).
+
+Each rule takes a :class:`ha_lint_context.LintContext` and returns a list of findings
+with the ids it declares (:func:`ha_lint_findings.produces`).
+"""
+
+import difflib
+
+import salt.config
+
+import ha_minion_config
+from ha_lint_findings import as_number, escaped, fmt_seconds, lint_finding, produces, yaml_value
+
+# Keys that are legitimately written in a minion config or set at runtime by Salt
+# without being entries of DEFAULT_MINION_OPTS / VALID_OPTS.
+NON_OPTION_KEYS = frozenset(
+    {
+        "grains", "mine_functions", "beacons", "schedule", "engines", "ha",
+        "pillar", "include", "default_include", "master_uri", "master_ip",
+        "local_masters", "master_uri_list", "multimaster", "beacons_leader",
+        "resources", "detect_mode", "source_ip", "proxy",
+    }
+)  # fmt: skip
+
+# Names people write for failover concepts that Salt does not know, and what to
+# write instead. Checked before the close-match search.
+CONCEPT_SUGGESTIONS = {
+    "master_type: failover": (
+        "failover", "master_failover", "failover_mode", "failover_enabled",
+        "enable_failover", "master_ha", "ha_mode", "multi_master", "multimaster_mode",
+    ),
+    "master: [master1, master2] (a list under the key master)": (
+        "masters", "master_list", "masters_list", "master_hosts", "master_servers",
+        "master_addresses", "failover_masters", "failover_master", "master_pool",
+    ),
+    "master_failback: True": (
+        "failback", "master_fail_back", "failback_master", "failback_enabled",
+        "enable_failback",
+    ),
+    "master_alive_interval: 10": (
+        "master_alive", "alive_interval", "master_keepalive", "keepalive_interval",
+        "master_alive_check", "master_check_interval", "master_ping_interval",
+        "master_alive_timeout", "alive_check_interval",
+    ),
+    "master_failback_interval: 30": (
+        "failback_interval", "master_failback_timeout", "failback_timeout",
+    ),
+    "random_master: True": (
+        "master_random", "random_masters", "shuffle_masters", "randomize_masters",
+        "master_randomize",
+    ),
+}  # fmt: skip
+CONCEPTS = {name: fix for fix, names in CONCEPT_SUGGESTIONS.items() for name in names}
+
+NUMERIC_OPTIONS = (
+    "master_alive_interval", "master_failback_interval", "auth_timeout", "auth_tries",
+    "auth_retries", "acceptance_wait_time", "acceptance_wait_time_max", "retry_dns",
+    "master_tries",
+)  # fmt: skip
+BOOL_OPTIONS = (
+    "master_failback", "zmq_monitor", "random_master", "master_shuffle", "auth_safemode",
+)  # fmt: skip
+STR_OPTIONS = ("master_type", "transport")
+RECOMMENDED = {
+    "master_type": "failover",
+    "transport": "zeromq",
+    "master_alive_interval": 10,
+    "retry_dns": 0,
+}
+
+
+def known_options():
+    """Every minion option name Salt knows."""
+    return set(salt.config.DEFAULT_MINION_OPTS) | set(salt.config.VALID_OPTS)
+
+
+@produces("HA401", "HA402", "HA403")
+def check_unknown_options(ctx):
+    """
+    HA401, HA402, HA403: options Salt does not know are ignored silently, so typos of
+    failover options break failover.
+    """
+    known = known_options()
+    findings = []
+    for key in ctx.written_keys:
+        text = str(key)
+        if text.startswith("__") or "." in text or (text in known or text in NON_OPTION_KEYS):
+            continue  # "mysql.host"-style keys are module configuration
+        if text.endswith("_dirs"):
+            continue  # <loader>_dirs (engines_dirs, log_handlers_dirs, ...): Salt's loader reads any
+        findings.append(unknown_option_finding(text, ctx.supplied_options.get(key), known))
+    return findings
+
+
+def unknown_option_finding(key, value, known):
+    """HA401 (a failover concept), HA402 (a misspelling) or HA403 (unknown) for ``key``."""
+    normalized = key.lower().replace("-", "_").strip()
+    if normalized in CONCEPTS:
+        fix = CONCEPTS[normalized]
+        if fix.startswith("master: [") and isinstance(value, (list, tuple)) and value:
+            fix = f"master: {yaml_value(value)}"
+        also = "" if fix == "master_type: failover" else " with master_type: failover"
+        return lint_finding(
+            "HA401", "error", key,
+            f"{key!r} is not a Salt minion option: Salt ignores it silently, so this "
+            "setting does nothing for failover",
+            f"did you mean {fix}? Write `{fix}`{also} and remove {key!r}",
+        )  # fmt: skip
+    match = normalized if normalized in known else None
+    match = match or next(iter(difflib.get_close_matches(normalized, known, n=1, cutoff=0.8)), None)
+    if match:
+        return lint_finding(
+            "HA402", "error", key,
+            f"{key!r} is not a Salt minion option (Salt ignores it silently); "
+            f"it looks like a misspelling of '{match}'",
+            f"did you mean {match}? Write `{match}: {yaml_value(value)}` instead of {key!r}",
+        )  # fmt: skip
+    return lint_finding(
+        "HA403", "warning", key,
+        f"unknown option {key!r}: it is not a Salt minion option and Salt ignores it "
+        "silently (unless a custom module reads it)",
+        f"remove {key!r} or check its spelling against the minion configuration reference",
+    )  # fmt: skip
+
+
+@produces("HA404")
+def check_option_types(ctx):
+    """HA404: wrongly typed values pass Salt's config validation with a log line and break later."""
+    findings = []
+    supplied = ctx.supplied_options
+    for option in NUMERIC_OPTIONS + BOOL_OPTIONS + STR_OPTIONS:
+        if option in supplied and not has_type(option, supplied[option]):
+            findings.append(type_finding(option, supplied[option]))
+    return findings
+
+
+def has_type(option, value):
+    """Whether ``value`` has the type Salt needs for ``option``."""
+    if option in BOOL_OPTIONS:
+        return isinstance(value, bool)
+    if option in STR_OPTIONS:
+        return isinstance(value, str)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def type_finding(option, value):
+    """HA404 for ``option`` written as ``value``."""
+    wanted = "True or False" if option in BOOL_OPTIONS else "a number"
+    wanted = "a string" if option in STR_OPTIONS else wanted
+    return lint_finding(
+        "HA404", "error", option,
+        f"{option} is {value!r} ({type(value).__name__}); Salt needs {wanted} and only "
+        "logs a warning at start-up, then uses the value as is (a quoted number makes "
+        "the minion fail when it compares it)",
+        f"write {option}: {typed_example(option, value)} (unquoted)",
+    )  # fmt: skip
+
+
+def typed_example(option, value):
+    """The value the operator probably meant, in the right type."""
+    if option in BOOL_OPTIONS:
+        return str(str(value).strip().lower() in ("true", "yes", "on", "1"))
+    if option in STR_OPTIONS:
+        return RECOMMENDED[option]
+    if as_number(value) or str(value).strip() == "0":
+        return fmt_seconds(as_number(value))
+    return RECOMMENDED.get(option, salt.config.DEFAULT_MINION_OPTS.get(option))
+
+
+# --- config files the minion cannot use --------------------------------------------
+
+
+@produces("HA405", "HA406", "HA407", "HA408", "HA409", "HA410")
+def check_config_files(ctx):
+    """
+    HA405, HA406, HA407, HA408, HA409, HA410: the files
+    :func:`ha_minion_config.read_minion_config` could not use.
+    salt.config._read_conf_file raises on invalid YAML and on a document that is not
+    a mapping, and the minion exits (``exit_on_config_errors``); a directory, a
+    non-UTF-8 file or an include cycle crashes it. Only a broken ``*_schedule.conf``
+    is renamed to ``*YAMLError`` and started without, and a broken file named by a
+    nested ``include`` is skipped with an error in the log.
+    """
+    return [config_file_finding(problem) for problem in ctx.config_problems]
+
+
+def config_file_finding(problem):
+    """The finding for one :class:`ha_minion_config.ConfigFileProblem`."""
+    path, what = problem.path, escaped(problem.problem)
+    by = f" (included by {problem.included_by!r})" if problem.included_by else ""
+    named = f"config file {path!r}{by} {what}"
+    options_of = "in it and in the files that include it" if problem.included_by else "in it"
+    if problem.effect == ha_minion_config.EXITS:
+        every = ""
+        if problem.option == "default_include" and not problem.included_by:
+            every = f" (Salt reads every {escaped(problem.pattern)})"
+        return lint_finding(
+            "HA405", "error", problem.option,
+            f"{named}: the salt-minion exits at start-up while it is there, and the "
+            f"options {options_of} are not linted",
+            f"fix {path!r} or move it out of the way{every}",
+        )  # fmt: skip
+    if problem.effect == ha_minion_config.RENAMED:
+        return lint_finding(
+            "HA406", "warning", problem.option,
+            f"{named}: Salt renames it to *YAMLError at start-up and runs without the "
+            "schedule it held",
+            f"fix {path!r} or remove it (Salt rewrites it when the schedule changes)",
+        )  # fmt: skip
+    if problem.effect == ha_minion_config.UNREADABLE_HERE:
+        return lint_finding(
+            "HA407", "warning", problem.option,
+            f"{named}: the options {options_of} are not linted",
+            "run ha.lint as the user the salt-minion runs as (usually root)",
+        )  # fmt: skip
+    if problem.effect == ha_minion_config.IGNORED:
+        return lint_finding(
+            "HA408", "warning", problem.option,
+            f"{named}: the salt-minion logs an error at start-up and runs without it; "
+            f"the options {options_of} are not linted",
+            f"fix {path!r} or remove it from the include of {problem.included_by!r}",
+        )  # fmt: skip
+    if problem.effect == ha_minion_config.BAD_VALUE:
+        return lint_finding(
+            "HA409", "error", problem.option,
+            f"{named}: the salt-minion fails at start-up reading it, and the files it "
+            "means to include are not linted",
+            "write a file path or glob, or a list of them (e.g. include: [failover.conf])",
+        )  # fmt: skip
+    return lint_finding(
+        "HA410", "warning", problem.option,
+        f"{named}: Salt logs a warning at start-up and reads nothing for it",
+        "create the file, correct the include entry or remove it",
+    )  # fmt: skip

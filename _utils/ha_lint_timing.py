@@ -1,0 +1,212 @@
+"""
+Lint rules HA2xx: how a dead master is noticed (alive job, ZeroMQ monitor), failing
+back, what signing in to a dead master costs, and the ``ha`` beacon's real interval,
+as Salt 3008's ``salt/minion.py`` and ``salt/crypt.py`` do them.
+
+Each rule takes a :class:`ha_lint_context.LintContext` and returns a list of findings
+with the ids it declares (:func:`ha_lint_findings.produces`).
+"""
+
+from ha_lint_findings import as_number, escaped, fmt_seconds, lint_finding, produces
+
+# auth_timeout threshold. The default is 5 s; each dead master tried during a
+# failover costs one auth_timeout (eval_master signs in with auth_tries forced to 0,
+# i.e. a single request of auth_timeout). 10 s still lets a loaded master answer a
+# sign-in while keeping one dead master under ~10 s of outage; above it the
+# failover time grows past what a monitoring check or a job timeout tolerates.
+AUTH_TIMEOUT_WARN_SECONDS = 10
+
+
+@produces("HA201")
+def check_alive_interval(ctx):
+    """HA201: without the alive job only the ZeroMQ monitor notices a dead master."""
+    options = ctx.effective_options
+    if not ctx.failover or options.get("transport") == "tcp" or not ctx.flag("zmq_monitor"):
+        return []  # tcp: HA304; zmq_monitor off: HA202 (an error)
+    if ctx.number("master_alive_interval") > 0:
+        return []
+    return [
+        lint_finding(
+            "HA201", "warning", "master_alive_interval",
+            f"master_alive_interval is {options.get('master_alive_interval')!r} with "
+            f"master_type {ctx.master_type}: only the ZeroMQ disconnect monitor notices a "
+            "dead master, and master_failback cannot run (a hung master is never left "
+            "either way)",
+            "master_alive_interval: 10",
+        )  # fmt: skip
+    ]
+
+
+@produces("HA202")
+def check_zmq_monitor(ctx):
+    """HA202: no disconnect monitor and no alive job: no __master_disconnected, ever."""
+    options = ctx.effective_options
+    if not ctx.failover or options.get("transport") != "zeromq" or ctx.flag("zmq_monitor"):
+        return []
+    if ctx.number("master_alive_interval") > 0:
+        return []
+    return [
+        lint_finding(
+            "HA202", "error", "zmq_monitor",
+            f"zmq_monitor is {options.get('zmq_monitor')!r} and master_alive_interval is "
+            f"{options.get('master_alive_interval')!r}: nothing fires __master_disconnected, "
+            "so the minion never fails over (measured)",
+            "zmq_monitor: True and master_alive_interval: 10",
+        )  # fmt: skip
+    ]
+
+
+@produces("HA203", "HA204", "HA205")
+def check_failback(ctx):
+    """
+    HA203, HA204, HA205: the failback job is added only inside _post_master_init's alive-job
+    block (``transport != "tcp" and master_alive_interval > 0``); eval_master copies
+    master_alive_interval into a 0 master_failback_interval.
+    """
+    if not ctx.flag("master_failback"):
+        return []
+    alive = ctx.number("master_alive_interval")
+    if not ctx.failover:
+        finding_id, severity, why, fix = (
+            "HA203", "warning",
+            "master_failback is only used with master_type failover, so it is ignored",
+            "master_type: failover",
+        )  # fmt: skip
+    elif ctx.effective_options.get("transport") == "tcp" or alive <= 0:
+        finding_id, severity, why, fix = (
+            "HA204", "error",
+            (
+                "the failback job is only scheduled together with the alive job (transport "
+                "not tcp and master_alive_interval > 0), so the minion never fails back"
+            ),
+            "master_alive_interval: 10 (and transport: zeromq)",
+        )  # fmt: skip
+    elif ctx.number("master_failback_interval") <= 0:
+        finding_id, severity, why, fix = (
+            "HA205", "info",
+            (
+                "master_failback_interval is unset: Salt uses master_alive_interval "
+                f"({fmt_seconds(alive)} s) for it"
+            ),
+            f"master_failback_interval: {fmt_seconds(alive)} (to make it explicit)",
+        )  # fmt: skip
+    else:
+        return []
+    values = (
+        f"master_failback is True (master_type {escaped(ctx.master_type)}, transport "
+        f"{escaped(ctx.effective_options.get('transport'))}, master_alive_interval "
+        f"{ctx.effective_options.get('master_alive_interval')!r})"
+    )
+    return [lint_finding(finding_id, severity, "master_failback", f"{values}: {why}", fix)]
+
+
+@produces("HA206", "HA207")
+def check_auth_timeout(ctx):
+    """HA206, HA207: every dead master tried during a failover costs one auth_timeout."""
+    timeout = ctx.number("auth_timeout")
+    if not ctx.failover or 0 < timeout <= AUTH_TIMEOUT_WARN_SECONDS:
+        return []
+    if timeout <= 0:
+        finding_id, severity, why = "HA207", "error", "a sign-in can never succeed"
+    else:
+        finding_id, severity = "HA206", "warning"
+        why = "each dead master tried during a failover costs that long"
+    return [
+        lint_finding(
+            finding_id, severity, "auth_timeout",
+            f"auth_timeout is {ctx.effective_options.get('auth_timeout')!r} s: {why}",
+            "auth_timeout: 5 (the default)",
+        )  # fmt: skip
+    ]
+
+
+@produces("HA208")
+def check_auth_safemode(ctx):
+    """
+    HA208: AsyncAuth.sign_in returns "retry" on a timeout when auth_safemode is True,
+    and _authenticate then retries the same master forever unless auth_retries > 0.
+    """
+    if not ctx.failover or not ctx.flag("auth_safemode"):
+        return []
+    retries = int(ctx.number("auth_retries"))
+    if retries > 0:
+        cost = retries * (ctx.number("auth_timeout") + ctx.number("acceptance_wait_time"))
+        why = f"each dead master tried costs about {fmt_seconds(cost)} s ({retries} retries)"
+    else:
+        why = "a dead master tried first is retried forever and the minion never moves on"
+    return [
+        lint_finding(
+            "HA208", "warning" if retries > 0 else "error", "auth_safemode",
+            f"auth_safemode is True with master_type {ctx.master_type} (auth_retries "
+            f"{ctx.effective_options.get('auth_retries')!r}): {why}",
+            "auth_safemode: False",
+        )  # fmt: skip
+    ]
+
+
+@produces("HA209", "HA210")
+def check_random_master(ctx):
+    """
+    HA209, HA210: eval_master shuffles local_masters at every (re)connection, the
+    failed master included (only the primary stays first with master_failback);
+    master_shuffle is only copied to random_master.
+    """
+    findings = []
+    if ctx.flag("master_shuffle"):
+        findings.append(
+            lint_finding(
+                "HA210", "warning", "master_shuffle",
+                "master_shuffle is True: it is deprecated and only copied to random_master",
+                "random_master: True (and remove master_shuffle)",
+            )  # fmt: skip
+        )
+    if ctx.failover and (ctx.flag("random_master") or ctx.flag("master_shuffle")):
+        findings.append(
+            lint_finding(
+                "HA209", "info", "random_master",
+                f"random_master is True with master_type {ctx.master_type}: the list is "
+                "reshuffled at every reconnection, the failed master included, so a "
+                "failover may try a dead master first (+auth_timeout "
+                f"{fmt_seconds(ctx.number('auth_timeout'))} s)",
+                "random_master: False, unless spreading minions over the masters matters more",
+            )  # fmt: skip
+        )
+    return findings
+
+
+def ha_beacon_options(options):
+    """The ``ha`` beacon's options (Salt's list-of-dicts form merged), or None when not configured."""
+    beacons = options.get("beacons")
+    config = beacons.get("ha") if isinstance(beacons, dict) else None
+    if config is None:
+        return None
+    merged = {}
+    for item in config if isinstance(config, list) else [config]:
+        if isinstance(item, dict):
+            merged.update(item)
+    return merged
+
+
+@produces("HA211")
+def check_ha_beacon_timing(ctx):
+    """
+    HA211: Salt counts a beacon's ``interval`` in ``loop_interval`` units
+    (salt/beacons/__init__.py), so any loop_interval but 1 s changes the ha beacon's
+    real interval, and with it the hang detection time.
+    """
+    beacon = ha_beacon_options(ctx.effective_options)
+    if beacon is None:
+        return []
+    loop = ctx.number("loop_interval")
+    if not loop or loop == 1:
+        return []
+    interval = beacon.get("interval", 5)
+    return [
+        lint_finding(
+            "HA211", "warning", "loop_interval",
+            f"loop_interval is {fmt_seconds(loop)} s: Salt counts the ha beacon's interval "
+            f"in loop_intervals, so interval {escaped(interval)} means "
+            f"{fmt_seconds(as_number(interval) * loop)} s",
+            "loop_interval: 1 (Salt's default)",
+        )  # fmt: skip
+    ]

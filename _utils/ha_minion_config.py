@@ -1,0 +1,226 @@
+"""
+The options an operator wrote for a minion, read the way the salt-minion daemon
+reads them (``salt.config.minion_config``): its config file, then every file its
+``default_include`` matches (``minion.d/*.conf`` next to it by default), then every
+file its ``include`` names, each of those following its own ``include``.
+
+Salt itself merges the files (``salt.config.include_config``: later files win, lists
+of the included files are merged, nested includes followed). Before that, every file
+is checked without side effects (:mod:`ha_config_file`): a file Salt cannot use would
+make ``include_config`` raise, exit or rename it, so it is reported as a
+:class:`ConfigFileProblem` instead and left out of the merge together with the
+``default_include``/``include`` file whose include tree holds it.
+"""
+
+import dataclasses
+import glob
+import logging
+import os
+
+import salt.config
+
+import ha_config_file
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INCLUDE = salt.config.DEFAULT_MINION_OPTS["default_include"]
+
+# ConfigFileProblem.effect: what the salt-minion does with the file at start-up.
+EXITS = "exits"  # it exits (or crashes) at start-up
+RENAMED = "renamed"  # a broken *_schedule.conf: renamed to *YAMLError, Salt runs without it
+IGNORED = "ignored"  # a broken file named by a nested include: Salt logs an error, skips it
+UNREADABLE_HERE = "unreadable here"  # this process cannot read it (the daemon's user may)
+BAD_VALUE = "bad value"  # include/default_include is not a path or a list of paths
+NO_MATCH = "no match"  # an include entry that matches no file (Salt logs a warning)
+
+# Options a salt-call process overrides from its own command line (``-t``/``--timeout``
+# defaults to 60 and lands in auth_timeout); the daemon never sees those values.
+SALT_CALL_CLI_OPTIONS = ("auth_timeout",)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigFileProblem:
+    """
+    A config file the minion reads that cannot be used as it is.
+
+    ``path``: the file; ``option``: what makes Salt read it (``conf_file``,
+    ``default_include`` or ``include``); ``problem``: what is wrong, escaped, in one
+    line; ``effect``: what the salt-minion does about it (this module's effect
+    constants); ``pattern``: the ``default_include``/``include`` entry that matched it
+    (None for the config file itself); ``included_by``: the file whose ``include``
+    names it when that is not the config file, else None.
+    """
+
+    path: str
+    option: str
+    problem: str
+    effect: str
+    pattern: object = None
+    included_by: str = None
+
+    @property
+    def fatal(self):
+        """The salt-minion does not start while the file is there."""
+        return self.effect in (EXITS, BAD_VALUE)
+
+
+@dataclasses.dataclass(frozen=True)
+class MinionConfig:
+    """
+    ``options``: what the operator wrote, merged as Salt merges it; ``files``: the
+    files merged, in Salt's order; ``problems``: :class:`ConfigFileProblem` tuple.
+    """
+
+    options: dict
+    files: tuple
+    problems: tuple
+
+
+def include_matches(value, including_file):
+    """
+    ``[(entry, [path, ...])]``: the files Salt reads for an ``include``/``default_include``
+    ``value`` written in ``including_file``, in Salt's order (each entry ``~``-expanded,
+    relative to the including file's folder, its glob matches sorted). Raises
+    ``ValueError`` for a value Salt cannot use (not a path or a list of paths).
+    """
+    if not value:
+        return []
+    entries = [value] if isinstance(value, str) else value
+    if not isinstance(entries, list) or not all(isinstance(entry, str) for entry in entries):
+        raise ValueError(f"{value!r} is not a file path or a list of file paths")
+    matches = []
+    for entry in entries:
+        path = os.path.expanduser(entry)
+        if not os.path.isabs(path):
+            path = os.path.join(os.path.dirname(including_file), path)
+        matches.append((entry, sorted(glob.glob(path))))
+    return matches
+
+
+def effect_of(err, nested):
+    """What the salt-minion does with a file that raised ``err`` (a ConfigFileError)."""
+    if err.kind == ha_config_file.UNREADABLE:
+        return UNREADABLE_HERE
+    if err.kind == ha_config_file.INVALID_YAML and ha_config_file.is_schedule_file(err.path):
+        return RENAMED
+    if nested and err.kind in ha_config_file.SALT_CONFIGURATION_ERRORS:
+        return IGNORED  # include_config's nested call does not exit on config errors
+    return EXITS
+
+
+def unmatched_include(path, option, entry, pattern=None, included_by=None):
+    """The problem of an ``include`` ``entry`` written in ``path`` that matches no file."""
+    problem = f"has include {entry!r}, which matches no file"
+    return ConfigFileProblem(path, option, problem, NO_MATCH, pattern, included_by)
+
+
+def check_include_tree(path, option, pattern, included_by=None, chain=()):
+    """
+    ``(problems, files)`` of ``path`` and of every file its ``include`` names, followed
+    as Salt follows them. ``chain``: the real paths of the files including ``path``
+    (an include cycle makes Salt recurse until it crashes).
+    """
+    try:
+        options = ha_config_file.load_config_file(path)
+    except ha_config_file.ConfigFileError as err:
+        if err.kind == ha_config_file.MISSING:
+            return [], []  # removed since the glob matched it
+        log.debug("ha.lint: cannot use %r: %s", path, err.problem)
+        effect = effect_of(err, nested=bool(chain))
+        return [ConfigFileProblem(path, option, err.problem, effect, pattern, included_by)], []
+    chain = chain + (os.path.realpath(path),)
+    try:
+        matches = include_matches(options.get("include"), path)
+    except ValueError as err:
+        problem = ConfigFileProblem(path, option, f"has include {err}", BAD_VALUE, pattern, included_by)
+        return [problem], [path]
+    problems, files = [], [path]
+    for entry, found in matches:
+        if not found:
+            problems.append(unmatched_include(path, option, entry, pattern, included_by))
+        for nested in found:
+            if os.path.realpath(nested) in chain:
+                problems.append(
+                    ConfigFileProblem(
+                        path, option,
+                        f"includes {nested!r}, which includes it back: an include cycle, Salt "
+                        "follows it until it crashes",
+                        EXITS, pattern, included_by,
+                    )  # fmt: skip
+                )
+                continue
+            nested_problems, nested_files = check_include_tree(nested, option, entry, path, chain)
+            problems += nested_problems
+            files += nested_files
+    return problems, files
+
+
+def read_included(conf_file, option, value):
+    """
+    ``(options, files, problems)`` of the files an ``option`` (``default_include`` or
+    ``include``) of ``conf_file`` names: every include tree checked, the usable ones
+    merged by ``salt.config.include_config``.
+    """
+    try:
+        matches = include_matches(value, conf_file)
+    except ValueError as err:
+        return {}, [], [ConfigFileProblem(conf_file, option, f"has {option} {err}", BAD_VALUE)]
+    usable, files, problems = [], [], []
+    for entry, found in matches:
+        if not found and option == "include":
+            problems.append(unmatched_include(conf_file, option, entry))
+        for path in found:
+            tree_problems, tree_files = check_include_tree(path, option, entry)
+            problems += tree_problems
+            if any(problem.effect != NO_MATCH for problem in tree_problems):
+                continue  # Salt would exit, crash, rename or log an error reading this tree
+            usable.append(path)
+            files += tree_files
+    if not usable:
+        return {}, files, problems
+    escaped_paths = [glob.escape(path) for path in usable]  # include_config globs every entry
+    try:
+        options = salt.config.include_config(escaped_paths, conf_file, verbose=False)
+    except (OSError, UnicodeDecodeError) as err:
+        problem = f"has {option} files that changed while they were read: {str(err)!r}"
+        log.debug("ha.lint: %s", problem)
+        return {}, [], problems + [ConfigFileProblem(conf_file, option, problem, UNREADABLE_HERE)]
+    return options, files, problems
+
+
+def read_minion_config(conf_file):
+    """
+    The options written for the minion whose config file is ``conf_file``, read as
+    the salt-minion daemon reads them (see the module docstring): a
+    :class:`MinionConfig`. A missing ``conf_file`` (Salt runs on its defaults) or a
+    ``default_include`` matching nothing is no problem; every file that cannot be
+    used is a :class:`ConfigFileProblem` and contributes no option.
+    """
+    if not conf_file:
+        return MinionConfig({}, (), ())
+    problems, files = [], []
+    try:
+        options = ha_config_file.load_config_file(conf_file)
+        files.append(conf_file)
+    except ha_config_file.ConfigFileError as err:
+        options = {}
+        if err.kind != ha_config_file.MISSING:
+            log.debug("ha.lint: cannot use %r: %s", conf_file, err.problem)
+            problems.append(ConfigFileProblem(conf_file, "conf_file", err.problem, effect_of(err, False)))
+    merged = dict(options)
+    for option, default in (("default_include", DEFAULT_INCLUDE), ("include", [])):
+        included, read_files, found = read_included(conf_file, option, options.get(option, default))
+        merged.update(included)
+        files += read_files
+        problems += found
+    return MinionConfig(merged, tuple(files), tuple(problems))
+
+
+def daemon_options(running_options, written_options):
+    """
+    The running daemon's options as seen from any process: ``running_options``
+    (``__opts__``) with the options a salt-call command line overrides put back to
+    Salt's defaults, then ``written_options`` (:attr:`MinionConfig.options`) on top.
+    """
+    reset = {key: salt.config.DEFAULT_MINION_OPTS[key] for key in SALT_CALL_CLI_OPTIONS}
+    return {**running_options, **reset, **written_options}
