@@ -5,21 +5,23 @@ salt-ha beacon: fire an event when the minion's masters change, and leave a hung
 
     beacons:
       ha:
-        - interval: 5          # seconds between ticks
-        - timeout: 2           # probe timeout; a tick never blocks longer (plus 0.2 s)
-        - hang_ticks: 3        # failed probes of the connected master before leaving it
+        - interval: 1          # seconds between ticks (a tick reads results, never waits)
+        - timeout: 1           # how long one probe waits for a master's answer
+        - probe_interval: 0.5  # seconds between probes of every master (off the main loop)
+        - hang_ticks: 4        # hang_ticks x probe_interval seconds without an answer: leave it
         - failover_on_hang: True
         - flap_count: 4        # up/down changes of a master within flap_window ...
         - flap_window: 60      # ... seconds that make it "flapping"
 
-Each tick probes every configured master at the application level (concurrently,
-bounded by ``timeout``) and reads the master the minion is connected to from the
-daemon's live ``master`` option. A tick that waits for a master that does not
-answer blocks the minion's main loop for ``timeout``: keep it below Salt's
-``loop_interval`` (1 s by default; Salt runs the beacons once a second but counts
-``interval`` in ``loop_interval`` units) so that Salt does not skip a beat and
-stretch the hang detection: ``timeout: 0.7`` with ``interval: 2`` and
-``hang_ticks: 3`` leaves a hung master in about 6-7 s. Events fire only on transitions, with the tag
+The masters are probed at the application level (concurrently, each probe bounded
+by ``timeout``) by a background thread of the minion process, one per beacon,
+every ``probe_interval`` seconds. A tick runs on the minion's main loop: it reads
+the latest probe results and the master the minion is connected to (the daemon's
+live ``master`` option) and never waits on the network, however many masters
+hang. The first tick starts the thread and reports from the next one; ``close``
+(Salt calls it when the beacon is deleted, on refreshes, during state runs with
+``disable_during_state_run``) stops it, and so does a minute without ticks (the
+beacon was disabled). Events fire only on transitions, with the tag
 ``salt/beacon/<minion_id>/ha/<transition>``: ``connected``, ``failover``,
 ``failback``, ``lost``, ``degraded``, ``recovered``, ``flapping``, and data
 ``{"transition", "from", "to", "up", "total", "down", "since"}`` (plus
@@ -28,26 +30,31 @@ flapping damping and the hang detection are documented in ``_utils/ha_watch.py``
 (module ``ha.watch``).
 
 A hung master (frozen, partitioned: its TCP connection stays up, so Salt never
-leaves it) that fails ``hang_ticks`` consecutive probes while another master
-answers is left: the beacon fires ``__master_disconnected`` on the minion's own
-event bus (``ha.leave_master``), exactly what Salt fires when a connection
-closes, and the next tick reports ``failover`` with ``reason: hang``.
+leaves it) that has answered no probe for ``hang_ticks`` x ``probe_interval``
+seconds (2 s with the defaults) while another master answers is left: the beacon
+fires ``__master_disconnected`` on the minion's own event bus
+(``ha.leave_master``), exactly what Salt fires when a connection closes, and the
+next tick reports ``failover`` with ``reason: hang``. A master that is silent for
+less (busy, paused for a moment) is not left.
 """
 
 import logging
+
+import salt.utils.beacons
 
 log = logging.getLogger(__name__)
 
 __virtualname__ = "ha"
 
-# Per beacon name: the state ``ha.watch`` returned at the previous tick. Salt
-# re-creates this module on pillar/module refreshes; ``ha.watch`` then continues
-# from its own per-process copy (``name=``).
-LAST_STATE = {}
-
 
 def __virtual__():
     return __virtualname__
+
+
+def _name(config):
+    """The beacon's name, which Salt's framework appends as ``_beacon_name``."""
+    options = config if isinstance(config, dict) else salt.utils.beacons.list_to_dict(config)
+    return options.get("_beacon_name", __virtualname__)
 
 
 def validate(config):
@@ -58,34 +65,28 @@ def validate(config):
     return result["valid"], result["message"]
 
 
-def _settings(config):
-    """The beacon's own options, without the framework's ``_beacon_name``."""
-    merged = {}
-    for item in config if isinstance(config, list) else [config]:
-        merged.update(item)
-    name = merged.pop("_beacon_name", __virtualname__)
-    return name, merged
-
-
 def beacon(config):
     """
-    Probe the masters and return the transition events since the previous tick.
+    Read the masters' latest probe results and return the transition events since
+    the previous tick.
 
     See the module documentation for the configuration.
     """
-    name, settings = _settings(config)
+    name = _name(config)
+    options = salt.utils.beacons.remove_hidden_options(list(config), [])
     current = __opts__.get("master")
     connected = current if isinstance(current, str) else ""
-    tick = __salt__["ha.watch"](
-        config=settings, state=LAST_STATE.get(name), connected=connected, confirm=True, name=name
-    )
-    LAST_STATE[name] = tick["state"]
-    if tick["heal"]:
+    tick = __salt__["ha.watch"](config=options, connected=connected, confirm=True, name=name)
+    if tick["leave"]:
         log.warning(
-            "salt-ha: master %r failed %s consecutive probes while another master answers; "
-            "leaving it",
+            "salt-ha: master %r failed %s consecutive probes while another master answers; leaving it",
             current,
-            settings.get("hang_ticks", "the configured number of"),
+            tick["memory"]["hang"]["probes"],
         )
         __salt__["ha.leave_master"](current)
     return tick["events"]
+
+
+def close(config):
+    """Stop this beacon's probe thread (a later tick starts it again)."""
+    __salt__["ha.stop_watch"](_name(config))

@@ -246,29 +246,32 @@ def metrics(path=None, timeout=2):
     return text
 
 
-def watch(config=None, state=None, connected=None, confirm=False, name=None):
+def watch(config=None, memory=None, connected=None, confirm=False, name=None):
     """
-    One tick of the ``ha`` beacon: probe every master, compare with ``state``.
+    One tick of the ``ha`` beacon: the masters' latest probe results compared
+    with ``memory``.
 
-    Returns ``{"state", "events", "heal", "errors"}``: the state to pass to the
-    next call, the transition events (``connected``, ``failover``, ``failback``,
-    ``lost``, ``degraded``, ``recovered``, ``flapping``; each with ``tag``,
-    ``transition``, ``from``, ``to``, ``up``, ``total``, ``down``, ``since``),
-    the master the minion should leave because it stopped answering while
-    another answers (``heal``, else None) and ``errors``: ``{master: why}`` for
-    each master that did not answer this tick (no address, refused, no answer
-    within the timeout, or the probe's own exception by type and message, which
-    is also logged and leaves that master's state as it was). Without ``state``
-    it is the first tick: ``connected`` fires, and ``degraded``/``lost`` when a
-    master is already down.
+    Returns ``{"memory", "events", "leave", "errors", "probed"}``: the memory to
+    pass to the next call, the transition events (``connected``, ``failover``,
+    ``failback``, ``lost``, ``degraded``, ``recovered``, ``flapping``; each with
+    ``tag``, ``transition``, ``from``, ``to``, ``up``, ``total``, ``down``,
+    ``since``), the master the minion should leave because it has answered no
+    probe for ``hang_ticks`` x ``probe_interval`` seconds while another answers
+    (``leave``, else None), ``errors``: ``{master: why}`` for each master that
+    did not answer (no address, refused, no answer within the timeout, a stale
+    result, or the probe's own exception by type and message, which is also
+    logged and leaves that master's memory as it was), and ``probed``: when the
+    probe results used ended (ISO 8601 UTC; None when there are none yet).
+    Without ``memory`` it is the first tick: ``connected`` fires, and
+    ``degraded``/``lost`` when a master is already down.
 
     config
         The beacon's configuration (list of one-key dicts or a dict):
-        ``timeout``, ``hang_ticks``, ``failover_on_hang``, ``flap_count``,
-        ``flap_window``; see the beacon's documentation.
+        ``timeout``, ``probe_interval``, ``hang_ticks``, ``failover_on_hang``,
+        ``flap_count``, ``flap_window``; see the beacon's documentation.
 
-    state
-        The ``state`` a previous call returned.
+    memory
+        The ``memory`` a previous call returned.
 
     connected
         The master the minion daemon is connected to (the beacon passes the
@@ -283,11 +286,16 @@ def watch(config=None, state=None, connected=None, confirm=False, name=None):
         it is still signing in), or once Salt kept it for 3 ticks. Default False.
 
     name
-        Keep the state under this name for the life of the process too (the
-        beacon passes its name): a call without ``state`` continues from it.
-        Salt re-creates the beacon module on every pillar or module refresh.
+        The beacon's name (the beacon passes it): the call never waits on the
+        network. A background thread of this process (one per name) probes the
+        masters every ``probe_interval`` seconds and the call reads its latest
+        results; the first call starts it and reports nothing yet. The memory
+        is kept under this name for the life of the process too (a call without
+        ``memory`` continues from it): Salt re-creates the beacon module on every
+        pillar or module refresh. Without ``name`` the call probes the masters
+        now, waiting up to ``timeout``.
 
-    ``heal`` is only ever the master given in ``connected``.
+    ``leave`` is only ever the master given in ``connected``.
 
     CLI Example:
 
@@ -301,14 +309,20 @@ def watch(config=None, state=None, connected=None, confirm=False, name=None):
     except ValueError as err:
         raise SaltInvocationError(str(err)) from err
     endpoints = _endpoints()
-    masters = ha_watch.tick_probe(endpoints, settings["timeout"], __opts__.get("transport", "zeromq"))
+    transport = __opts__.get("transport", "zeromq")
+    if name is None:
+        masters, probed = ha_watch.tick_probe(endpoints, settings["timeout"], transport), time.time()
+    else:
+        masters, probed = ha_watch.worker_results(name, endpoints, settings, transport)
+        if memory is None:
+            memory = ha_watch.MEMORY.get(name)
+    if masters is None:
+        return {"memory": memory or ha_watch.new_memory(), "events": [], "leave": None, "errors": {}, "probed": None}
     if connected is None:
         connected = ha_connection.mark_connected(masters, __opts__.get("pidfile"))
-    if state is None and name is not None:
-        state = ha_watch.STATES.get(name)
     remotes = (lambda: ha_connection.established_remotes([psutil.Process()])) if confirm else None
-    state, events, heal = ha_watch.tick(
-        state,
+    memory, events, leave = ha_watch.tick(
+        memory,
         masters,
         ha_watch.configured_entry(connected, endpoints),
         endpoints[0].master,
@@ -317,9 +331,9 @@ def watch(config=None, state=None, connected=None, confirm=False, name=None):
         remotes,
     )
     if name is not None:
-        ha_watch.STATES[name] = state
+        ha_watch.MEMORY[name] = memory
     errors = {entry["master"]: entry["error"] for entry in masters if entry["error"] and not entry["up"]}
-    return {"state": state, "events": events, "heal": heal, "errors": errors}
+    return {"memory": memory, "events": events, "leave": leave, "errors": errors, "probed": ha_watch.iso(probed)}
 
 
 def validate_beacon(config):
@@ -337,10 +351,27 @@ def validate_beacon(config):
 
     .. code-block:: bash
 
-        salt-call ha.validate_beacon '[{"interval": 5}, {"timeout": 2}]'
+        salt-call ha.validate_beacon '[{"interval": 1}, {"timeout": 1}]'
     """
     valid, message = ha_watch.validate(config)
     return {"valid": valid, "message": message}
+
+
+def stop_watch(name="ha"):
+    """
+    Stop the background probe thread of the ``ha`` beacon ``name`` in this
+    process (the beacon's ``close``; Salt calls it when the beacon is deleted,
+    disabled or refreshed). A later tick starts it again.
+
+    Returns ``{"name": name, "stopped": bool}`` (False when none was running).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' ha.stop_watch
+    """
+    return {"name": name, "stopped": ha_watch.stop_worker(name)}
 
 
 def leave_master(master=None):

@@ -3,12 +3,13 @@ Transitions of a minion's masters, for the ``ha`` beacon (through ``ha.watch``).
 
 One *tick* is one observation: which master the minion daemon is connected to and
 which configured masters answered the application-level probe. :func:`observe`
-compares it with the state the previous tick left (plain JSON-able data) and
-returns the new state, the transition events to fire and, when the connected
+compares it with the *memory* the previous tick left (plain JSON-able data) and
+returns the new memory, the transition events to fire and, when the connected
 master hangs, the master to leave. :func:`confirmed_connection` and :func:`tick`
 add what the daemon needs (Salt's ``master`` option names each candidate while it
-signs in). All of that is pure; :func:`tick_probe` is the lean network probe of
-a tick (ping only, one thread per master, one ZeroMQ context per process).
+signs in). All of that is pure; :func:`tick_probe` is the lean network probe
+(ping only, one thread per master, one ZeroMQ context per process) and
+:class:`ProbeWorker` runs it off the minion's main loop.
 
 Transitions (``from``/``to`` are masters for the first three, health levels
 ``ok``/``degraded``/``lost`` for the next three):
@@ -41,11 +42,17 @@ trusted as a failover target) whatever its probe says, so its further changes
 fire nothing. It stops flapping once it has gone ``flap_window`` seconds without
 a change; its real state then counts again (``recovered`` fires if it is up).
 
-Hang detection: when the connected master fails the probe on ``hang_ticks``
-consecutive ticks while another master is up (and not flapping), :func:`observe`
-names it in ``heal`` once; the counter then restarts, so a heal that did not move
-the minion is retried after another ``hang_ticks`` ticks. The ``failover`` that
-follows carries ``reason: hang`` and ``since`` = the first failed probe.
+Hang detection: the connected master is left when it has answered no probe for
+``hang_ticks`` x ``probe_interval`` seconds (:func:`hang_seconds`) while another
+master is up (and not flapping): :func:`observe` names it in ``leave`` once. The
+silence is measured by the worker's probes, from the start of the first failed
+probe to the end of the latest, so a master that stalls for less than that and
+answers again (busy, paused) is never left, and the detection does not depend on
+the beacon's ``interval``. Without a worker (``ha.watch`` by hand) each failed
+observation counts as one ``probe_interval``. A ``leave`` that did not move the
+minion is repeated after another ``hang_seconds`` of silence. The ``failover``
+that follows carries ``reason: hang`` and ``since`` = the start of the first
+failed probe.
 
 Events are held back while the connected master does not answer (they would be
 sent to it and lost; a request to a hung master would also sit in the minion's
@@ -55,31 +62,58 @@ after the failover, each with the ``since`` of its own transition. At most
 
 A probe that fails with an unexpected exception (a fault of the probe, not an
 answer of the network) is logged as a warning naming the master and the
-exception, and leaves that master's state as it was (:func:`tick`).
+exception, and leaves that master's memory as it was (:func:`tick`); so does a
+result of the worker that is stale (older than ``STALE_ROUNDS`` rounds).
+
+Probes off the loop: a tick runs on the minion's main loop and must never wait on
+the network. :func:`probe_worker` keeps one :class:`ProbeWorker` (a daemon thread)
+per beacon name in this process; it probes every master each ``probe_interval``
+seconds (a round lasts at most ``timeout``) and keeps only its latest round; a
+tick reads that (:func:`worker_results`) and never waits. The first tick starts
+the worker, a tick with another configuration (masters, ports, timeout,
+probe_interval, transport) restarts it; it stops on :func:`stop_worker` (the
+beacon's ``close``), when no tick has read it for ``IDLE_SECONDS`` (beacon
+disabled or removed), and at interpreter exit. A process forked from the minion
+(a job) inherits no running worker: the registry checks ``os.getpid()``.
 """
 
+import atexit
 import datetime
+import itertools
+import logging
 import numbers
 import os
+import threading
 import time
 
 import ha_connection
 import ha_probe
+import salt.utils.beacons
+
+log = logging.getLogger(__name__)
 
 TRANSITIONS = ("connected", "failover", "failback", "lost", "degraded", "recovered", "flapping")
 HEALTH_RANK = {"lost": 0, "degraded": 1, "ok": 2}
 PENDING_LIMIT = 50
 
+# The recommended settings (README, beacon section): a tick every second that
+# costs well under a millisecond; probes every 0.5 s off the loop, each waiting up
+# to 1 s for an answer; a connected master silent for 4 x 0.5 = 2 s is left (a
+# master that stalls for 1.5 s and answers again is not).
 DEFAULTS = {
-    "interval": 5,
-    "timeout": 2,
-    "hang_ticks": 3,
+    "interval": 1,
+    "timeout": 1,
+    "probe_interval": 0.5,
+    "hang_ticks": 4,
     "failover_on_hang": True,
     "flap_count": 4,
     "flap_window": 60,
 }
 # Keys Salt's beacon framework adds or handles itself.
 FRAMEWORK_KEYS = frozenset({"_beacon_name", "enabled", "beacon_module", "disable_during_state_run", "run_once"})
+# A probe that gets no answer may end a millisecond before its timeout (ZeroMQ
+# polls in whole milliseconds): silence this much short of hang_seconds counts.
+HANG_SLACK = 0.05
 
 
 def _is_number(value):
@@ -90,9 +124,10 @@ def _is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def config_to_dict(config):
+def beacon_options(config):
     """
-    The beacon config as one dict: a list of one-key dicts (the usual form) or a dict.
+    The beacon config as one dict: a list of one-key dicts (the usual form, merged
+    with Salt's own ``salt.utils.beacons.list_to_dict``) or a dict.
 
     Raises ``ValueError`` naming the bad value.
     """
@@ -100,12 +135,10 @@ def config_to_dict(config):
         return dict(config)
     if not isinstance(config, list):
         raise ValueError(f"configuration of the ha beacon must be a list of dicts, not {config!r}")
-    merged = {}
     for item in config:
         if not isinstance(item, dict):
             raise ValueError(f"item {item!r} of the ha beacon configuration is not a dict")
-        merged.update(item)
-    return merged
+    return salt.utils.beacons.list_to_dict(config)
 
 
 def settings_from(config):
@@ -113,7 +146,7 @@ def settings_from(config):
     Validated settings (defaults filled in) from a beacon config; ``ValueError``
     names the first bad key and value.
     """
-    given = config_to_dict(config)
+    given = beacon_options(config)
     unknown = sorted(str(key) for key in given if key not in DEFAULTS and key not in FRAMEWORK_KEYS)
     if unknown:
         raise ValueError(
@@ -124,6 +157,7 @@ def settings_from(config):
     checks = (
         ("interval", _is_number, lambda v: v > 0, "a number of seconds > 0"),
         ("timeout", _is_number, lambda v: 0 < v <= 300, "a number of seconds in (0, 300]"),
+        ("probe_interval", _is_number, lambda v: 0.1 <= v <= 300, "a number of seconds in [0.1, 300]"),
         ("hang_ticks", _is_int, lambda v: v >= 1, "an integer >= 1"),
         ("failover_on_hang", lambda v: isinstance(v, bool), lambda v: True, "True or False"),
         ("flap_count", _is_int, lambda v: v >= 2, "an integer >= 2"),
@@ -133,12 +167,6 @@ def settings_from(config):
         value = settings[key]
         if not type_ok(value) or not range_ok(value):
             raise ValueError(f"ha beacon option {key}: {value!r} is not {expected}")
-    # Salt's beacon framework takes ``interval`` out before it calls the beacon.
-    if "interval" in given and settings["timeout"] > settings["interval"]:
-        raise ValueError(
-            f"ha beacon option timeout: {settings['timeout']!r} is longer than interval "
-            f"{settings['interval']!r} (a tick may block for timeout seconds)"
-        )
     return settings
 
 
@@ -151,8 +179,13 @@ def validate(config):
     return True, "Valid beacon configuration"
 
 
-def new_state():
-    """The state before the first tick."""
+def hang_seconds(settings):
+    """Seconds without an answer after which the connected master is left: ``hang_ticks`` x ``probe_interval``."""
+    return settings["hang_ticks"] * settings["probe_interval"]
+
+
+def new_memory():
+    """The memory before the first tick."""
     return {
         "started": False,
         "connected": None,
@@ -161,7 +194,7 @@ def new_state():
         "changes": {},
         "flapping": {},
         "hang": None,
-        "healing": None,
+        "leaving": None,
         "pending": [],
         "candidate": None,
     }
@@ -179,36 +212,36 @@ def health_of(up, total):
     return "degraded" if up else "lost"
 
 
-def _track_flapping(state, raw, now, settings):
+def _track_flapping(memory, raw, now, settings):
     """Update change times and flapping flags; return the masters that started flapping."""
     window_start = now - settings["flap_window"]
     started = []
     for master, up in raw.items():
-        changes = [t for t in state["changes"].get(master, []) if t > window_start]
-        if master in state["raw"] and state["raw"][master] != up:
+        changes = [t for t in memory["changes"].get(master, []) if t > window_start]
+        if master in memory["raw"] and memory["raw"][master] != up:
             changes.append(now)
         if changes:
-            state["changes"][master] = changes
+            memory["changes"][master] = changes
         else:
-            state["changes"].pop(master, None)
-        if master in state["flapping"]:
+            memory["changes"].pop(master, None)
+        if master in memory["flapping"]:
             if not changes:
-                del state["flapping"][master]
+                del memory["flapping"][master]
         elif len(changes) >= settings["flap_count"]:
-            state["flapping"][master] = changes[0]
+            memory["flapping"][master] = changes[0]
             started.append(master)
     return started
 
 
-def _connection_event(previous, connected, primary, raw, state, now):
+def _connection_event(previous, connected, primary, raw, memory, now):
     """The connection transition between two ticks, as ``(name, extra, since)`` or None."""
     if not connected or connected == previous:
         return None
     if not previous:
         return "connected", {}, now
-    healing = state["healing"]
-    if healing and healing["master"] == previous:
-        return "failover", {"reason": "hang"}, healing["since"]
+    leaving = memory["leaving"]
+    if leaving and leaving["master"] == previous:
+        return "failover", {"reason": "hang"}, leaving["since"]
     if connected == primary:
         return "failback", {"reason": "failback"}, now
     reason = "disconnected" if raw.get(previous) else "closed"
@@ -228,30 +261,46 @@ def _health_event(previous, health, newly_down):
     return None
 
 
-def _check_hang(state, connected, raw, reported, now, settings):
-    """Count failed probes of the connected master; return it when it is time to leave it."""
+def _check_hang(memory, connected, raw, reported, now, settings, silence):
+    """
+    Track how long the connected master has answered no probe; return it when it
+    is time to leave it.
+
+    ``silence`` is the worker's measure for the connected master (``{"since",
+    "seconds", "probes"}``: start of the first failed probe, seconds from there to
+    the end of the latest, failed probes), or None: this observation is one
+    failed probe of ``probe_interval`` seconds.
+    """
     if not connected or connected not in raw or raw[connected]:
-        state["hang"] = None
+        memory["hang"] = None
         return None
-    hang = state["hang"]
-    if not hang or hang["master"] != connected:
-        hang = {"master": connected, "count": 0, "since": now}
-    hang["count"] += 1
-    state["hang"] = hang
+    hang = memory["hang"] if memory["hang"] and memory["hang"]["master"] == connected else None
+    if silence is None:
+        silence = {
+            "since": hang["since"] if hang else now,
+            "seconds": (hang["seconds"] if hang else 0) + settings["probe_interval"],
+            "probes": (hang["probes"] if hang else 0) + 1,
+        }
+    # Seconds of this silence already answered with a leave (a new silence starts at 0).
+    left = hang["left"] if hang and hang["since"] == silence["since"] else 0
+    hang = {"master": connected, "since": silence["since"], "seconds": silence["seconds"],
+            "probes": silence["probes"], "left": left}
+    memory["hang"] = hang
     others_up = any(up for master, up in reported.items() if master != connected)
-    if not settings["failover_on_hang"] or hang["count"] < settings["hang_ticks"] or not others_up:
+    due = hang["seconds"] - left >= hang_seconds(settings) - HANG_SLACK
+    if not settings["failover_on_hang"] or not due or not others_up:
         return None
-    state["healing"] = {"master": connected, "at": now, "since": hang["since"]}
-    hang["count"] = 0
+    memory["leaving"] = {"master": connected, "at": now, "since": hang["since"]}
+    hang["left"] = hang["seconds"]
     return connected
 
 
-def observe(state, probes, connected, primary, now, settings):
+def observe(memory, probes, connected, primary, now, settings, silence=None):
     """
     One tick.
 
-    state
-        What the previous call returned (``None`` or :func:`new_state` at first).
+    memory
+        What the previous call returned (``None`` or :func:`new_memory` at first).
     probes
         ``{master: up}`` for every configured master, from the application-level probe.
     connected
@@ -262,12 +311,15 @@ def observe(state, probes, connected, primary, now, settings):
         POSIX time of this tick.
     settings
         From :func:`settings_from`.
+    silence
+        How long the connected master has answered no probe, measured by the
+        worker (see :func:`_check_hang`); None: this tick is one failed probe.
 
-    Returns ``(state, events, heal)``: the new state, the events to fire now
-    (each with ``tag`` = the transition) and the master to leave because it hangs
-    (or None).
+    Returns ``(memory, events, leave)``: the new memory, the events to fire now
+    (each with ``tag`` = the transition) and the master to leave because it
+    hangs (or None).
     """
-    state = _copy_state(state)
+    memory = _copy_memory(memory)
     raw = {master: bool(up) for master, up in probes.items()}
     events = []
 
@@ -275,37 +327,37 @@ def observe(state, probes, connected, primary, now, settings):
         events.append({"tag": transition, "transition": transition, "from": source, "to": target,
                        "since": iso(since), **extra})
 
-    previous_down = [m for m, was_up in state["raw"].items() if not was_up or m in state["flapping"]]
-    flapping_started = _track_flapping(state, raw, now, settings)
-    reported = {master: up and master not in state["flapping"] for master, up in raw.items()}
+    previous_down = [m for m, was_up in memory["raw"].items() if not was_up or m in memory["flapping"]]
+    flapping_started = _track_flapping(memory, raw, now, settings)
+    reported = {master: up and master not in memory["flapping"] for master, up in raw.items()}
     up = sum(1 for value in reported.values() if value)
     down = [master for master, value in reported.items() if not value]
 
-    previous = state["connected"]
-    change = _connection_event(previous, connected, primary, raw, state, now)
+    previous = memory["connected"]
+    change = _connection_event(previous, connected, primary, raw, memory, now)
     if change:
         name, extra, since = change
         emit(name, previous, connected, since, **extra)
-    if state["healing"] and state["healing"]["master"] != connected:
-        state["healing"] = None
+    if memory["leaving"] and memory["leaving"]["master"] != connected:
+        memory["leaving"] = None
 
     health = health_of(up, len(reported))
-    newly_down = [m for m in down if m not in previous_down and m in state["raw"]]
-    transition = _health_event(state["health"], health, newly_down)
+    newly_down = [m for m in down if m not in previous_down and m in memory["raw"]]
+    transition = _health_event(memory["health"], health, newly_down)
     if transition:
-        emit(transition, state["health"], health, now)
+        emit(transition, memory["health"], health, now)
     for master in flapping_started:
-        emit("flapping", state["health"], health, state["flapping"][master], master=master)
+        emit("flapping", memory["health"], health, memory["flapping"][master], master=master)
 
-    heal = _check_hang(state, connected, raw, reported, now, settings)
+    leave = _check_hang(memory, connected, raw, reported, now, settings, silence)
     for event in events:
         event.update({"up": up, "total": len(reported), "down": list(down)})
-    state.update(started=True, connected=connected, health=health, raw=raw)
-    state["pending"] = (state["pending"] + events)[-PENDING_LIMIT:]
+    memory.update(started=True, connected=connected, health=health, raw=raw)
+    memory["pending"] = (memory["pending"] + events)[-PENDING_LIMIT:]
     if connected in raw and not raw[connected]:
-        return state, [], heal  # held back: nobody would receive them
-    released, state["pending"] = state["pending"], []
-    return state, released, heal
+        return memory, [], leave  # held back: nobody would receive them
+    released, memory["pending"] = memory["pending"], []
+    return memory, released, leave
 
 
 CONFIRM_TICKS = 3
@@ -362,48 +414,68 @@ def configured_entry(connected, endpoints):
     return connected
 
 
-def tick(state, masters, current, primary, now, settings, remotes=None):
+def _silence_for(memory, entry, connected, now):
+    """
+    What :func:`observe` gets as ``silence`` for the connected master's ``entry``:
+    the worker's measure, None to count this tick as one probe (no worker), or,
+    when the probe itself failed or is stale (``up`` None), the measure the
+    memory already holds: no news is no progress of a hang.
+    """
+    if entry is None:
+        return None
+    if entry["up"] is None:
+        hang = memory.get("hang")
+        if hang and hang["master"] == connected:
+            return {key: hang[key] for key in ("since", "seconds", "probes")}
+        return {"since": now, "seconds": 0, "probes": 0}
+    return entry.get("silence")
+
+
+def tick(memory, masters, current, primary, now, settings, remotes=None):
     """
     One tick as the beacon runs it: :func:`confirmed_connection` (when ``remotes``
     is given: from inside the daemon) then :func:`observe`.
 
     masters
-        :func:`tick_probe` entries. A master whose probe failed with a fault of
-        the probe itself (``up`` None) keeps the state it had at the previous
-        tick (down when it had none): a bug in the probe is no news about the
+        :func:`tick_probe` entries, or the worker's (:func:`worker_results`, which
+        add ``silence``). A master whose probe failed with a fault of the probe
+        itself or whose result is stale (``up`` None) keeps the memory it had at
+        the previous tick (down when it had none): that is no news about the
         master, and must not move the minion.
     current
         The configured entry of Salt's ``master`` option now (:func:`configured_entry`).
 
-    Returns ``(state, events, heal)``; ``heal`` is ``current`` or None (never a
+    Returns ``(memory, events, leave)``; ``leave`` is ``current`` or None (never a
     master Salt is no longer on).
     """
-    state = state or {}
-    pending = state.get("candidate") or {}
+    memory = memory or {}
+    pending = memory.get("candidate") or {}
     seen = pending.get("ticks", 0) + 1 if pending.get("master") == current else 1
     connected = current
     if remotes is not None:
-        connected = confirmed_connection(state.get("connected"), current, masters, remotes, seen)
-    previous = state.get("raw") or {}
+        connected = confirmed_connection(memory.get("connected"), current, masters, remotes, seen)
+    previous = memory.get("raw") or {}
     probes = {
         entry["master"]: previous.get(entry["master"], False) if entry["up"] is None else entry["up"]
         for entry in masters
     }
-    state, events, heal = observe(state, probes, connected, primary, now, settings)
-    state["candidate"] = None if connected == current else {"master": current, "ticks": seen}
-    return state, events, (heal if heal == current else None)
+    entry = next((entry for entry in masters if entry["master"] == connected), None)
+    silence = _silence_for(memory, entry, connected, now)
+    memory, events, leave = observe(memory, probes, connected, primary, now, settings, silence)
+    memory["candidate"] = None if connected == current else {"master": current, "ticks": seen}
+    return memory, events, (leave if leave == current else None)
 
 
-# The last state per beacon name, for the life of the process: Salt re-creates the
-# beacon module (and its module-level dict) on every pillar or module refresh,
-# which would otherwise reset the hang count and fire ``connected`` again.
-STATES = {}
+# The memory per beacon name, for the life of the process: Salt re-creates the
+# beacon module (and its module-level globals) on every pillar or module refresh,
+# which would otherwise reset the hang measure and fire ``connected`` again.
+MEMORY = {}
 
 _SHARED_CONTEXT = {"pid": None, "context": None}
 
 
 def shared_zmq_context():
-    """One ZeroMQ context per process for the ticks (a forked child makes its own)."""
+    """One ZeroMQ context per process for the probes (a forked child makes its own)."""
     import zmq  # pylint: disable=import-outside-toplevel
 
     if _SHARED_CONTEXT["pid"] != os.getpid():
@@ -424,7 +496,7 @@ def tick_probe(endpoints, timeout, transport="zeromq"):
     ``up`` is True (answered), False (no address, refused, no answer within
     ``timeout``: ``error`` says which) or None when the probe itself failed with
     an unexpected exception: that is logged as a warning and ``error`` names its
-    type and message (:func:`tick` then keeps the master's previous state).
+    type and message (:func:`tick` then keeps the master's previous memory).
     """
     deadline = time.monotonic() + timeout
 
@@ -463,15 +535,230 @@ def tick_probe(endpoints, timeout, transport="zeromq"):
     return entries
 
 
-def _copy_state(state):
-    fresh = new_state()
-    if not state:
+def _copy_memory(memory):
+    fresh = new_memory()
+    if not memory:
         return fresh
-    fresh.update(state)
+    fresh.update(memory)
     fresh["raw"] = dict(fresh["raw"])
     fresh["changes"] = {master: list(times) for master, times in fresh["changes"].items()}
     fresh["flapping"] = dict(fresh["flapping"])
     fresh["hang"] = dict(fresh["hang"]) if fresh["hang"] else None
-    fresh["healing"] = dict(fresh["healing"]) if fresh["healing"] else None
+    fresh["leaving"] = dict(fresh["leaving"]) if fresh["leaving"] else None
     fresh["pending"] = list(fresh["pending"])
     return fresh
+
+
+# --- probes off the minion's main loop ------------------------------------------
+
+# A round older than this many round lengths is stale: its masters count as
+# unknown (``up`` None), never as up.
+STALE_ROUNDS = 3
+# A worker that no tick has read for this long stops (the beacon was disabled or
+# removed); a beacon whose ticks come further apart gets 3 times its longest gap.
+IDLE_SECONDS = 60
+# How long stopping waits for a worker's round at most (at interpreter exit).
+STOP_WAIT_SECONDS = 3
+_ROUND_NUMBERS = itertools.count(1)
+_WORKERS = {}
+
+
+def worker_key(endpoints, settings, transport):
+    """What a worker probes and how: a tick with another key restarts it."""
+    masters = tuple((ep.master, ep.host, ep.ret_port, ep.publish_port) for ep in endpoints)
+    return masters, settings["timeout"], settings["probe_interval"], transport
+
+
+def round_seconds(settings):
+    """The longest a probe round takes: ``probe_interval``, or ``timeout`` when a master does not answer."""
+    return max(settings["probe_interval"], settings["timeout"] + ha_probe.COLLECT_SLACK)
+
+
+def _silence_after(previous, entry, started, finished):
+    """A master's silence after a round: None when it answered, else ``{"since", "seconds", "probes"}``."""
+    if entry["up"]:
+        return None
+    if entry["up"] is None:
+        return previous  # a fault of the probe: no news
+    if previous is None:
+        return {"since": started, "seconds": finished - started, "probes": 1}
+    return {"since": previous["since"], "seconds": finished - previous["since"], "probes": previous["probes"] + 1}
+
+
+class ProbeWorker:
+    """
+    Probes the masters of one beacon in a daemon thread, every ``probe_interval``
+    seconds (each round bounded by ``timeout``), keeping only its latest round.
+
+    ``latest`` is None until the first round ends, then ``{"round", "started",
+    "finished", "clock", "entries"}`` (POSIX start and end, ``time.monotonic`` of
+    the end, :func:`tick_probe` entries each with ``silence``), replaced whole at
+    every round: a reader needs no lock, and a process forked while a round runs
+    inherits no lock held by it.
+    """
+
+    def __init__(self, name, endpoints, settings, transport, previous=None):
+        self.name = name
+        self.endpoints = list(endpoints)
+        self.timeout = settings["timeout"]
+        self.probe_interval = settings["probe_interval"]
+        self.transport = transport
+        self.key = worker_key(endpoints, settings, transport)
+        self.pid = os.getpid()
+        self.exit = None  # why the thread ended: stopped, idle or fault
+        same = previous is not None and previous.key == self.key
+        # The results of a worker with the same key (stopped by a beacon refresh)
+        # serve the ticks until this one's first round ends, while they are fresh.
+        self.latest = previous.latest if same else None
+        self.read_at = time.monotonic()
+        self.longest_gap = previous.longest_gap if same else 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"salt-ha-probe-{name}", daemon=True)
+
+    def start(self):
+        """Start the thread; returns the worker."""
+        self._thread.start()
+        return self
+
+    def running(self):
+        """True while the thread runs in this process (never in a forked child)."""
+        return self.pid == os.getpid() and self._thread.is_alive() and not self._stop.is_set()
+
+    def stop(self, wait=0):
+        """Ask the thread to stop after its round; wait up to ``wait`` seconds for it (this process only)."""
+        self._stop.set()
+        if wait and self.pid == os.getpid() and self._thread.is_alive():
+            self._thread.join(wait)
+
+    def read(self):
+        """The latest round (or None), noting that a tick read it."""
+        now = time.monotonic()
+        self.longest_gap = max(self.longest_gap, now - self.read_at)
+        self.read_at = now
+        return self.latest
+
+    def wait_for_round(self, after, timeout):
+        """
+        For tests and benches: wait (bounded by ``timeout``) until a round
+        numbered above ``after`` has ended; True when one has.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            latest = self.latest
+            if latest is not None and latest["round"] > after:
+                return True
+            time.sleep(0.005)
+        return False
+
+    def _idle(self):
+        limit = max(IDLE_SECONDS, 3 * self.longest_gap)
+        return time.monotonic() - self.read_at > limit
+
+    def _round(self, silences):
+        started, began = time.time(), time.monotonic()
+        try:
+            entries = tick_probe(self.endpoints, self.timeout, self.transport)
+        except Exception as err:  # pylint: disable=broad-except  (a fault of the probe: no news, keep probing)
+            fault = ha_probe.log_fault(log, f"the probe round of the ha beacon {self.name!r}", err)
+            entries = [
+                {"master": ep.master, "addresses": [], "ret_port": ep.ret_port, "publish_port": ep.publish_port,
+                 "up": None, "error": f"probe failed: {fault}"}
+                for ep in self.endpoints
+            ]
+        finished = time.time()
+        for entry in entries:
+            entry["silence"] = silences[entry["master"]] = _silence_after(
+                silences.get(entry["master"]), entry, started, finished
+            )
+        self.latest = {
+            "round": next(_ROUND_NUMBERS),
+            "started": started,
+            "finished": finished,
+            "clock": time.monotonic(),
+            "entries": entries,
+        }
+        return began
+
+    def _run(self):
+        silences = {}
+        try:
+            while not self._stop.is_set():
+                began = self._round(silences)
+                if self._idle():
+                    self.exit = "idle"
+                    log.debug("salt-ha: no tick of the ha beacon %r read its probes for a while; stopping", self.name)
+                    return
+                self._stop.wait(max(0.0, began + self.probe_interval - time.monotonic()))
+            self.exit = "stopped"
+        except Exception as err:  # pylint: disable=broad-except  (logged; the next tick starts a new worker)
+            self.exit = "fault"
+            ha_probe.log_fault(log, f"the probe worker of the ha beacon {self.name!r}", err)
+
+
+def probe_worker(name, endpoints, settings, transport="zeromq"):
+    """
+    The running :class:`ProbeWorker` of beacon ``name`` in this process for this
+    configuration: started when there is none (or only one inherited from a
+    parent process), restarted when it stopped or the configuration changed.
+    """
+    worker = _WORKERS.get(name)
+    if worker is not None and worker.pid != os.getpid():
+        worker = None  # a forked child: the parent's thread does not exist here
+    key = worker_key(endpoints, settings, transport)
+    if worker is not None and worker.key == key and worker.running():
+        return worker
+    if worker is not None:
+        if worker.key != key:
+            log.debug("salt-ha: the ha beacon %r has a new configuration; restarting its probe worker", name)
+        elif worker.exit == "fault":
+            log.warning("salt-ha: the probe worker of the ha beacon %r had failed; restarting it", name)
+        worker.stop()
+    worker = ProbeWorker(name, endpoints, settings, transport, previous=worker).start()
+    _WORKERS[name] = worker
+    return worker
+
+
+def worker_results(name, endpoints, settings, transport="zeromq"):
+    """
+    What a tick of beacon ``name`` sees, without waiting: ``(entries, finished)``,
+    the latest round's entries (each with ``silence``) and its POSIX end time, or
+    ``(None, None)`` before the first round ended. A round older than
+    ``STALE_ROUNDS`` x :func:`round_seconds` is stale: every master is ``up`` None
+    (unknown: :func:`tick` keeps its memory) with an ``error`` saying how old.
+    """
+    latest = probe_worker(name, endpoints, settings, transport).read()
+    if latest is None:
+        return None, None
+    age = time.monotonic() - latest["clock"]
+    if age <= STALE_ROUNDS * round_seconds(settings):
+        return [dict(entry) for entry in latest["entries"]], latest["finished"]
+    error = f"no probe result for {age:.1f} s (the probe worker is behind)"
+    return [dict(entry, up=None, error=error) for entry in latest["entries"]], latest["finished"]
+
+
+def stop_worker(name, wait=0):
+    """
+    Stop the probe worker of beacon ``name`` in this process, if any (its last
+    results stay for a restart); True when one was running.
+    """
+    worker = _WORKERS.get(name)
+    if worker is None or worker.pid != os.getpid() or not worker.running():
+        return False
+    worker.stop(wait)
+    return True
+
+
+def running_workers():
+    """Names of the beacons whose probe worker runs in this process."""
+    return sorted(name for name, worker in _WORKERS.items() if worker.running())
+
+
+@atexit.register
+def stop_workers(wait=STOP_WAIT_SECONDS):
+    """Stop every probe worker of this process, waiting up to ``wait`` seconds in all (also at exit)."""
+    deadline = time.monotonic() + wait
+    workers = [worker for worker in _WORKERS.values() if worker.pid == os.getpid()]
+    for worker in workers:
+        worker.stop()
+    for worker in workers:
+        worker.stop(max(0.001, deadline - time.monotonic()))

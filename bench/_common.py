@@ -7,6 +7,7 @@ module puts the repo root (for ``tests.support.lab``) and ``_utils`` (for the
 """
 
 import contextlib
+import copy
 import logging
 import os
 import pathlib
@@ -85,6 +86,13 @@ def temp_root(prefix):
         yield root
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def local_client(master):
+    """A ``salt.client.LocalClient`` talking to ``master`` (a salt-factories master daemon)."""
+    import salt.client  # pylint: disable=import-outside-toplevel
+
+    return salt.client.LocalClient(mopts=copy.deepcopy(master.config))
 
 
 def spread(values):

@@ -5,9 +5,13 @@ Topology (tests/support/lab.py): masters A (127.0.0.1) and B (127.0.0.2) with on
 shared key pair and identical ports, one minion ``master: [A, B]``,
 ``master_type: failover``, host-only entries.
 
-Faults on A:
+Faults on A (the master the minion is connected to):
   killed   SIGKILL of A's process tree: its TCP connections close.
-  frozen   SIGSTOP of A's process tree: its connections stay ESTABLISHED.
+  frozen   SIGSTOP of A's process tree: its connections stay ESTABLISHED (a hung master).
+  stall    SIGSTOP of A's process tree for --stall seconds (1.5), then SIGCONT (a busy
+           or paused master): the minion should stay on A. Measured: whether the
+           minion signs in on B within --stall-watch seconds, and whether it still
+           answers through A after that.
 
 Settings:
   stock        Salt's defaults for everything failover-related (no
@@ -16,6 +20,14 @@ Settings:
   recommended  stock plus what ha.lint recommends: master_alive_interval 2 (ha.lint
                says 10; 2 s here to give the alive job every chance), retry_dns 0,
                auth_timeout 5.
+  beacon       recommended plus the salt-ha ``ha`` beacon with the settings the README
+               recommends (interval 1, timeout 1, probe_interval 0.5, hang_ticks 4:
+               a master silent for 2 s is left). The fault comes once the beacon has
+               reported its connection to A (a minion in its steady state: an event
+               on its way to A when A hangs costs Salt's own 5 s wait at the switch).
+
+Scenarios run by default: killed and frozen with stock and recommended, frozen and
+stall with beacon (--scenarios picks others, e.g. killed-beacon).
 
 Each run builds a fresh lab, starts A, B and the minion, checks that the minion
 answers ``test.ping`` through A (the lab places the minion's key as accepted on both
@@ -36,7 +48,6 @@ Usage (from the repo root): ``.venv/bin/python bench/failover.py [--runs 3] [--q
 
 import argparse
 import contextlib
-import copy
 import io
 import pathlib
 import time
@@ -44,15 +55,18 @@ import time
 import _common  # sys.path: repo root and _utils
 
 ALIVE_INTERVAL = 2
-FAULTS = ("killed", "frozen")
-SETTINGS = ("stock", "recommended")
+FAULTS = ("killed", "frozen", "stall")
+SETTINGS = ("stock", "recommended", "beacon")
+DEFAULT_SCENARIOS = ("killed-stock", "killed-recommended", "frozen-stock", "frozen-recommended",
+                     "frozen-beacon", "stall-beacon")
 MINION_ID = "bench-failover-minion"
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3, help="runs per scenario (default 3)")
-    parser.add_argument("--quick", action="store_true", help="1 run for the frozen scenarios")
+    parser.add_argument("--quick", action="store_true",
+                        help="1 run for the frozen scenarios without the beacon (they wait the whole give-up time)")
     parser.add_argument("--give-up-frozen", "--give-up", dest="give_up_frozen", type=float, default=45.0,
                         help="seconds to wait for failover when A is frozen (default 45)")
     parser.add_argument("--give-up-killed", type=float, default=30.0,
@@ -65,6 +79,9 @@ def parse_args():
                         help="comma list of fault-setting names to run, e.g. killed-stock (default all)")
     parser.add_argument("--no-preseed", action="store_true",
                         help="do not put the minion key on B: the lab accepts it when it shows up pending")
+    parser.add_argument("--stall", type=float, default=1.5, help="seconds A stays stopped in a stall (default 1.5)")
+    parser.add_argument("--stall-watch", type=float, default=10.0,
+                        help="seconds after a stall to watch for a failover that should not happen (default 10)")
     args = parser.parse_args()
     if not 1 <= args.runs <= 20:
         parser.error("--runs must be between 1 and 20")
@@ -75,17 +92,23 @@ def parse_args():
         parser.error("--ping-interval must be between 0.05 and 5")
     if not 1 <= args.confirm_timeout <= 60:
         parser.error("--confirm-timeout must be between 1 and 60")
+    if not 0.1 <= args.stall <= 30:
+        parser.error("--stall must be between 0.1 and 30")
+    if not 1 <= args.stall_watch <= 120:
+        parser.error("--stall-watch must be between 1 and 120")
     known = {f"{fault}-{setting}" for fault in FAULTS for setting in SETTINGS}
     wanted = {name.strip() for name in args.scenarios.split(",") if name.strip()}
     if wanted - known:
         parser.error(f"unknown scenarios {sorted(wanted - known)}; known: {sorted(known)}")
-    args.wanted = wanted or known
+    args.wanted = wanted or set(DEFAULT_SCENARIOS)
     return args
 
 
 def minion_settings(setting):
-    """``(alive_interval, minion_overrides)`` for ``stock`` or ``recommended``."""
+    """``(alive_interval, minion_overrides)`` for ``stock``, ``recommended`` or ``beacon``."""
     import salt.config  # pylint: disable=import-outside-toplevel
+
+    from tests.support import beacon_lab as blab  # pylint: disable=import-outside-toplevel
 
     defaults = salt.config.DEFAULT_MINION_OPTS
     # Undo the lab's tuned values (and salt-factories' loop_interval 0.05); the
@@ -96,14 +119,10 @@ def minion_settings(setting):
     }
     if setting == "stock":
         return None, stock
-    return ALIVE_INTERVAL, {**stock, "retry_dns": 0, "auth_timeout": 5}
-
-
-def local_client(master):
-    """A LocalClient talking to ``master`` (a salt-factories master daemon)."""
-    import salt.client  # pylint: disable=import-outside-toplevel
-
-    return salt.client.LocalClient(mopts=copy.deepcopy(master.config))
+    recommended = {**stock, "retry_dns": 0, "auth_timeout": 5}
+    if setting == "recommended":
+        return ALIVE_INTERVAL, recommended
+    return ALIVE_INTERVAL, {**recommended, **blab.beacon_overrides()}
 
 
 def ping(client, minion_id, timeout):
@@ -158,17 +177,47 @@ def wait_for_first_answer(event_listener, client, master, minion_id, fault_wall,
 def new_result(**values):
     """What one run measured (seconds after the fault); None where nothing happened."""
     result = {"answered": None, "start_event": None, "pings": 0, "inject": None,
-              "confirmed": None, "error": None, "setup": None, "teardown": None}
+              "confirmed": None, "error": None, "setup": None, "teardown": None, "stayed": None}
     result.update(values)
     return result
+
+
+def beacon_settled(env, master_a, after_wall):
+    """
+    Wait (bounded) for the beacon's ``connected`` event on A: a minion in its steady
+    state. A fault while an event is on its way to A would add Salt's own 5 s wait
+    for that request (``RequestClient.close_async``) to the failover, whatever sent it.
+    """
+    tag = f"salt/beacon/{MINION_ID}/ha/connected"
+    matched = env.event_listener.wait_for_events([(master_a.id, tag)], after_time=after_wall, timeout=30)
+    time.sleep(0.5)
+    return bool(matched.matches)
+
+
+def give_up_for(fault, args):
+    """Seconds after the fault a run waits for the minion to answer through B."""
+    return {"killed": args.give_up_killed, "frozen": args.give_up_frozen, "stall": args.stall + args.stall_watch}[fault]
+
+
+def watch_stall(lablib, env, master_a, master_b, client_a, fault_wall, args, result):
+    """
+    A stall of A: stopped for ``--stall`` s, then continued; then ``--stall-watch`` s
+    in which the minion should not sign in on B, and a synchronous ping through A.
+    """
+    with lablib.frozen(master_a):
+        result["inject"] = time.time() - fault_wall
+        time.sleep(args.stall)
+    time.sleep(args.stall_watch)
+    result["start_event"] = first_event(env.event_listener, master_b, f"salt/minion/{MINION_ID}/start", fault_wall)
+    result["stayed"] = ping(client_a, MINION_ID, args.confirm_timeout)
 
 
 def run_once(lablib, root, fault, setting, args):
     """One fresh lab, one fault; a dict of what was measured."""
     alive_interval, overrides = minion_settings(setting)
-    give_up = args.give_up_frozen if fault == "frozen" else args.give_up_killed
+    give_up = give_up_for(fault, args)
     result = new_result()
-    begun = time.monotonic()
+    begun, begun_wall = time.monotonic(), time.time()
     with lablib.StandaloneFactories(root / "f") as env:
         lab = lablib.two_master_lab(
             env.manager, root / "lab", MINION_ID, alive_interval=alive_interval,
@@ -176,13 +225,19 @@ def run_once(lablib, root, fault, setting, args):
         )
         master_a, master_b = lab.masters["a"], lab.masters["b"]
         with lablib.RunningDaemons(lablib.daemons(lab)):
-            client_a, client_b = local_client(master_a), local_client(master_b)
+            client_a, client_b = _common.local_client(master_a), _common.local_client(master_b)
             try:
                 if not any(ping(client_a, MINION_ID, 10) for _ in range(3)):
                     result["error"] = "minion did not answer through A before the fault"
                     return result
+                if setting == "beacon" and not beacon_settled(env, master_a, begun_wall):
+                    result["error"] = "the beacon reported no connection to A before the fault"
+                    return result
                 result["setup"] = time.monotonic() - begun
                 fault_wall = time.time()
+                if fault == "stall":
+                    watch_stall(lablib, env, master_a, master_b, client_a, fault_wall, args, result)
+                    return result
                 if fault == "killed":
                     lablib.kill(master_a)
                 else:
@@ -211,6 +266,10 @@ def describe(run, give_up):
     if run["error"]:
         return f"ERROR: {run['error']}"
     event = "none" if run["start_event"] is None else f"{run['start_event']:.2f} s"
+    if run["stayed"] is not None:  # a stall
+        left = "not left" if run["start_event"] is None else f"LEFT (start event on B {event})"
+        return (f"fault injected in {run['inject']:.2f} s; {left} within {give_up:g} s; "
+                f"answers through A afterwards: {'yes' if run['stayed'] else 'NO'}")
     inject = f"fault injected in {run['inject']:.2f} s; "
     if run["answered"] is None:
         return f"{inject}no failover within {give_up:g} s ({run['pings']} pings; start event on B: {event})"
@@ -228,10 +287,17 @@ def report(results, args):
     print(f"  stock: Salt defaults {minion_settings('stock')[1]}, no master_alive_interval")
     print(f"  recommended: master_alive_interval {ALIVE_INTERVAL} (bench value; ha.lint says 10), "
           "retry_dns 0, auth_timeout 5")
+    print(f"  beacon: recommended plus the ha beacon {minion_settings('beacon')[1]['beacons']['ha']}")
+    print(f"  stall: A stopped for {args.stall:g} s, then continued; watched for {args.stall_watch:g} s more")
     print()
     rows = []
     for (fault, setting), runs in results.items():
-        give_up = args.give_up_frozen if fault == "frozen" else args.give_up_killed
+        give_up = give_up_for(fault, args)
+        if fault == "stall":
+            stayed = [run for run in runs if run["stayed"] and run["start_event"] is None]
+            rows.append([f"A {fault} {args.stall:g} s", setting, f"left {len(runs) - len(stayed)}/{len(runs)}",
+                         "-", "-", "-", "-", "-", "-", f"stayed on A in {len(stayed)} of {len(runs)} runs"])
+            continue
         answered = [run["answered"] for run in runs if run["answered"] is not None]
         events = [run["start_event"] for run in runs if run["start_event"] is not None]
         ping_med, ping_min, ping_max = _common.spread(answered)
@@ -249,7 +315,7 @@ def report(results, args):
     print()
     print("raw runs (seconds after the fault):")
     for (fault, setting), runs in results.items():
-        give_up = args.give_up_frozen if fault == "frozen" else args.give_up_killed
+        give_up = give_up_for(fault, args)
         for index, run in enumerate(runs, 1):
             print(f"  A {fault:<6} {setting:<11} run {index}: {describe(run, give_up)}")
 
@@ -265,7 +331,7 @@ def main():
             for setting in SETTINGS:
                 if f"{fault}-{setting}" not in args.wanted:
                     continue
-                runs = 1 if (args.quick and fault == "frozen") else args.runs
+                runs = 1 if (args.quick and fault == "frozen" and setting != "beacon") else args.runs
                 results[(fault, setting)] = []
                 for index in range(1, runs + 1):
                     run_started = time.monotonic()
@@ -274,7 +340,7 @@ def main():
                     except Exception as err:  # pylint: disable=broad-except
                         run = new_result(error=f"{type(err).__name__}: {str(err)[:200]}")
                     results[(fault, setting)].append(run)
-                    give_up = args.give_up_frozen if fault == "frozen" else args.give_up_killed
+                    give_up = give_up_for(fault, args)
                     phases = ""
                     if run["setup"] is not None and run["teardown"] is not None:
                         phases = f": setup {run['setup']:.0f} s, teardown {run['teardown']:.0f} s"

@@ -164,7 +164,7 @@ def demo_pillar(masters):
                 "restart": False,  # salt-factories runs the minion without a supervisor
             }
         },
-        "beacons": {"ha": [{"interval": 1}, {"timeout": 0.7}]},
+        "beacons": {"ha": [{"interval": 1}, {"timeout": 1}, {"probe_interval": 0.5}, {"hang_ticks": 4}]},
     }
 
 

@@ -7,6 +7,10 @@ refused port. No daemons.
 The options mimic a running minion: ``master`` is the current master and
 ``master_list`` the configured list, in an ``OptsDict`` shared by the loaders as
 the daemon shares it, so a "failover" is a change of ``opts["master"]``.
+
+The beacon's probes run in a background thread; each pass of these tests first
+waits (bounded) for a probe round that ended since the previous pass, as the
+beacon's ``interval`` gives it in a daemon.
 """
 
 import socket
@@ -40,6 +44,7 @@ def minion(minion_opts, answering_master, silent_master):
         try:
             yield daemon
         finally:
+            daemon.ha_watch.stop_worker("ha", wait=3)
             daemon.drop_publish_connection()
 
 
@@ -73,8 +78,12 @@ class DaemonLike:
         self.modules["ha.leave_master"] = lambda master=None: self.left.append(master) or {"master": master}
         self.framework.beacons.clear()
         self.framework.beacons["ha.beacon"]  # pylint: disable=pointless-statement
-        self.framework.beacons["ha.beacon"].__globals__["LAST_STATE"].clear()
-        self.modules["ha.watch"].__globals__["ha_watch"].STATES.clear()
+        # The helpers the loaded ha module uses (the beacon's memory and probe worker).
+        self.ha_watch = self.modules["ha.watch"].__globals__["ha_watch"]
+        self.ha_endpoints = self.modules["ha.watch"].__globals__["ha_endpoints"]
+        self.ha_watch.stop_worker("ha", wait=3)
+        self.ha_watch.MEMORY.clear()
+        self.seen_round = 0
 
         self.open_publish_connection()
 
@@ -98,9 +107,28 @@ class DaemonLike:
         self.opts["master"] = self.entries[name]
 
     def process(self, *options):
-        """One pass of Salt's beacon framework over ``beacons: {ha: options}``; ``[(tag, data)]``."""
+        """
+        One pass of Salt's beacon framework over ``beacons: {ha: options}`` once the
+        beacon's probe worker has ended a round since the previous pass; ``[(tag, data)]``.
+        """
+        self.await_probe_round(*options)
+        return self.pass_now(*options)
+
+    def pass_now(self, *options):
+        """One pass of Salt's beacon framework, now; ``[(tag, data)]``."""
         config = {"ha": [dict(option) for option in options]}
         return [(event["tag"], event["data"]) for event in self.framework.process(config, {})]
+
+    def await_probe_round(self, *options):
+        """Start (as the first tick does) the beacon's probe worker and wait, bounded, for a round newer than the last seen."""
+        try:
+            settings = self.ha_watch.settings_from([dict(option) for option in options])
+        except ValueError:
+            return  # an invalid configuration: the beacon does not run
+        endpoints = self.ha_endpoints.master_endpoints(self.opts)
+        worker = self.ha_watch.probe_worker("ha", endpoints, settings, self.opts.get("transport", "zeromq"))
+        assert worker.wait_for_round(self.seen_round, 10), "the beacon's probe worker ended no round within 10 s"
+        self.seen_round = worker.latest["round"]
 
 
 def test_validate_through_the_loader_names_the_bad_value(minion):
@@ -109,9 +137,9 @@ def test_validate_through_the_loader_names_the_bad_value(minion):
     valid, message = validate([{"hang_ticks": "three"}])
     assert valid is False
     assert "hang_ticks: 'three'" in message
-    valid, message = validate([{"interval": 1}, {"timeout": 5}])
+    valid, message = validate([{"interval": 1}, {"probe_interval": 0}])
     assert valid is False
-    assert "timeout: 5" in message
+    assert "probe_interval: 0" in message
 
 
 def test_invalid_config_fires_nothing(minion):
@@ -134,13 +162,16 @@ def test_first_pass_fires_connected_and_degraded_with_salt_beacon_tags(minion):
     assert (degraded["from"], degraded["to"]) == (None, "degraded")
 
 
-def test_quiet_pass_fires_nothing_and_stays_within_the_timeout(minion):
+def test_quiet_pass_fires_nothing_and_never_waits_for_the_hung_master(minion):
     minion.process({"timeout": 0.5})
-    started = time.monotonic()
+    walls = []
     for _ in range(3):
-        assert minion.process({"timeout": 0.5}) == []
-    # Each pass waits for the hung stand-in: at most the timeout plus the collect slack.
-    assert (time.monotonic() - started) / 3 < 0.5 + 0.3
+        minion.await_probe_round({"timeout": 0.5})
+        started = time.perf_counter()
+        assert minion.pass_now({"timeout": 0.5}) == []
+        walls.append(time.perf_counter() - started)
+    # Each probe round waits 0.5 s for the hung stand-in; a pass of the beacon none of it.
+    assert max(walls) < 0.05, walls
 
 
 def test_failover_from_a_refused_master_is_closed(minion):
@@ -169,7 +200,9 @@ def test_a_candidate_still_signing_in_is_not_reported(minion):
 
 
 def test_hung_connected_master_is_left_after_hang_ticks(minion, caplog):
-    options = ({"timeout": 0.3}, {"hang_ticks": 2})
+    # Probe rounds back to back (each waits 0.5 s for the hung master): after two
+    # failed probes it has answered nothing for 2 x probe_interval.
+    options = ({"timeout": 0.5}, {"probe_interval": 0.3}, {"hang_ticks": 2})
     minion.connect("hung")
     assert minion.process(*options) == []
     assert minion.left == []
@@ -190,24 +223,47 @@ def test_hung_connected_master_is_left_after_hang_ticks(minion, caplog):
     assert minion.left == [minion.entries["hung"]]
 
 
-def test_no_heal_with_failover_on_hang_off(minion):
+def test_no_leave_with_failover_on_hang_off(minion):
     minion.connect("hung")
     for _ in range(3):
         minion.process({"timeout": 0.3}, {"hang_ticks": 1}, {"failover_on_hang": False})
     assert minion.left == []
 
 
-def test_watch_from_the_cli_side_without_a_state(modules):
+def test_watch_from_the_cli_side_without_a_memory(modules):
     tick = modules.ha.watch(config=[{"timeout": 0.5}])
-    assert set(tick) == {"state", "events", "heal", "errors"}
+    assert set(tick) == {"memory", "events", "leave", "errors", "probed"}
     # No daemon runs here: nothing connected, one of the two masters answers.
     assert [event["transition"] for event in tick["events"]] == ["degraded"]
-    assert tick["heal"] is None
+    assert tick["leave"] is None
     # ...and the other says why it did not.
     assert list(tick["errors"]) == ["127.0.0.2"]
     assert tick["errors"]["127.0.0.2"].endswith("Connection refused")
-    again = modules.ha.watch(config=[{"timeout": 0.5}], state=tick["state"])
+    again = modules.ha.watch(config=[{"timeout": 0.5}], memory=tick["memory"])
     assert again["events"] == []
+
+
+def test_watch_with_a_name_reads_a_background_worker_and_never_waits(modules, minion_opts):
+    import ha_endpoints  # pylint: disable=import-outside-toplevel  (the modules the loaded ha module uses)
+    import ha_watch  # pylint: disable=import-outside-toplevel
+
+    name = "ha-functional-watch"
+    try:
+        started = time.perf_counter()
+        first = modules.ha.watch(config=[{"timeout": 0.5}], connected="127.0.0.1", name=name)
+        # The first call starts the worker and has nothing to report yet.
+        assert (first["events"], first["probed"]) == ([], None)
+        endpoints = ha_endpoints.master_endpoints(minion_opts)
+        worker = ha_watch.probe_worker(name, endpoints, ha_watch.settings_from([{"timeout": 0.5}]))
+        assert worker.wait_for_round(0, 10)
+        second = modules.ha.watch(config=[{"timeout": 0.5}], connected="127.0.0.1", name=name)
+        assert [event["transition"] for event in second["events"]] == ["connected", "degraded"]
+        assert second["probed"] is not None
+        assert ha_watch.MEMORY[name] == second["memory"]
+        assert time.perf_counter() - started < 5
+    finally:
+        ha_watch.stop_worker(name, wait=3)
+        ha_watch.MEMORY.pop(name, None)
 
 
 def test_watch_rejects_a_bad_config(modules):
@@ -225,11 +281,19 @@ def test_validate_beacon_module_function(modules):
 
 def test_a_beacon_refresh_does_not_fire_connected_again(minion):
     assert [data["transition"] for _, data in minion.process({"timeout": 0.5})] == ["connected", "degraded"]
-    # What Salt does on a pillar or module refresh: a new Beacon, new loaders, a
-    # fresh beacon module (its LAST_STATE empty).
+    # What Salt does on a pillar or module refresh: close the beacons (which stops
+    # the probe worker), then a new Beacon, new loaders, a fresh beacon module.
+    minion.opts["beacons"] = {"ha": [{"timeout": 0.5}]}
+    minion.framework.close_beacons()
+    assert minion.ha_watch.running_workers() == []
     modules = salt.loader.minion_mods(minion.opts, context={}, loaded_base_name="tests.ha_beacon.mods2")
     minion.framework = salt.beacons.Beacon(minion.opts, modules)
-    assert minion.framework.beacons["ha.beacon"].__globals__["LAST_STATE"] == {}
+    # The memory lives in ha_watch, not in the re-created beacon module.
+    assert minion.ha_watch.MEMORY["ha"]["connected"] == minion.entries["answering"]
+    # The first pass after the refresh restarts the worker and reads the last
+    # round until the new one ends: nothing changed, nothing fires.
+    assert minion.pass_now({"timeout": 0.5}) == []
+    assert minion.ha_watch.running_workers() == ["ha"]
     assert minion.process({"timeout": 0.5}) == []
 
 
@@ -244,11 +308,19 @@ def test_watch_reports_a_fault_of_the_probe_as_such_not_as_a_master_down(modules
 
     monkeypatch.setattr(ha_probe, "app_ping", broken_ping)
     with caplog.at_level("WARNING"):
-        second = modules.ha.watch(config=[{"timeout": 0.5}], state=first["state"])
+        second = modules.ha.watch(config=[{"timeout": 0.5}], memory=first["memory"])
     # Not "lost": a bug in the probe is no news about the masters.
     assert second["events"] == []
-    assert second["state"]["raw"] == first["state"]["raw"]
+    assert second["memory"]["raw"] == first["memory"]["raw"]
     assert set(second["errors"]) == {"127.0.0.1", "127.0.0.2"}
     assert second["errors"]["127.0.0.1"].endswith("ping check failed: TypeError: unsupported operand\\nforged line")
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert "salt-ha: the ping check of master '127.0.0.1' failed: TypeError: unsupported operand\\nforged line" in warnings
+
+
+def test_stop_watch_says_whether_a_worker_was_running(minion):
+    minion.process({"timeout": 0.5})
+    assert minion.ha_watch.running_workers() == ["ha"]
+    assert minion.modules["ha.stop_watch"]("ha") == {"name": "ha", "stopped": True}
+    assert minion.ha_watch.running_workers() == []
+    assert minion.modules["ha.stop_watch"]("ha") == {"name": "ha", "stopped": False}

@@ -15,6 +15,7 @@ from packaging.requirements import Requirement
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 WITHOUT_PIP_PACK = REPO_ROOT / "tests" / "support" / "salt_call_without_pip_pack.py"
+LOAD_BEACONS = REPO_ROOT / "tests" / "support" / "load_beacons_without_pip_pack.py"
 
 
 def run(args, timeout=120, **kwargs):
@@ -60,6 +61,10 @@ def test_synced_from_file_roots_without_the_pip_package(local_minion_config):
     result = json.loads(synced.stdout)["local"]
     assert "modules.ha" in result["modules"]
     assert {"utils.ha_probe", "utils.ha_endpoints", "utils.ha_lint"} <= set(result["utils"])
+
+    beacons = run([sys.executable, str(LOAD_BEACONS), str(local_minion_config / "minion")])
+    assert beacons.returncode == 0, beacons.stderr
+    assert json.loads(beacons.stdout) == ["ha.beacon", "ha.close", "ha.validate"], "the synced ha beacon does not load"
 
     status = salt_call_without_pip_pack(local_minion_config, "ha.status", "timeout=0.5")
     assert status.returncode == 0, status.stderr

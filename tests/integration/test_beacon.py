@@ -1,14 +1,17 @@
 """
-The ``ha`` beacon on real daemons: masters A (127.0.0.1) and B (127.0.0.2), failover minions.
+The ``ha`` beacon on real daemons: masters A (127.0.0.1) and B (127.0.0.2), failover minions,
+the beacon with the settings the README recommends.
 
 - A killed: the minion answers through B and B's bus carries ``ha/failover``
   (``reason: closed``); the example reactor re-fires it as ``salt-ha/failover/<id>``;
   A back with ``master_failback``: ``ha/failback`` once, on A's bus.
 - B (not connected) frozen: ``ha/degraded``; thawed: ``ha/recovered``.
+- The connected master stalls for 1.5 s (SIGSTOP, SIGCONT: a busy or paused
+  master): the minion stays on it.
 - The connected master frozen (hung: TCP stays up): the beacon minion answers
-  through the other master within ``hang_ticks`` x ``interval`` + a few seconds, with
-  ``ha/failover`` ``reason: hang``; a stock minion (no beacon) in the same lab is
-  still on the frozen master after the same time.
+  through the other master within ``hang_ticks`` x ``probe_interval`` + a few
+  seconds, with ``ha/failover`` ``reason: hang``; a stock minion (no beacon) in the
+  same lab is still on the frozen master after the same time.
 
 Figures (failover-event latency, hung-master failover time) go to stdout (``-s``).
 """
@@ -23,17 +26,22 @@ from tests.support import lab as lablib
 
 pytestmark = pytest.mark.integration
 
-HANG_INTERVAL = 2
-HANG_TICKS = 3
-# Below Salt's loop_interval (1 s): a tick that blocks past it makes Salt's
-# periodic callback skip a beat, and every tick that waits for the hung master
-# would then come 3 s apart instead of 2.
-HANG_TIMEOUT = 0.7
-# Frozen -> the minion signed in on the other master: hang_ticks beacon ticks (each
-# one blocked by the probe timeout), Salt's switch, and the slack of the first tick.
-HANG_BOUND = HANG_TICKS * HANG_INTERVAL + 5
-# The failover event comes at the next tick, once the new connection is confirmed.
-EVENT_SLACK = HANG_INTERVAL + HANG_TIMEOUT + 3
+HANG_SECONDS = blab.hang_seconds()
+# Frozen -> the minion signed in on the other master: the hang threshold, the
+# probe round that proves it (up to timeout + slack), the next tick (interval 1 s),
+# Salt's switch to the other master and slack for a loaded machine.
+HANG_BOUND = HANG_SECONDS + 1.1 + 1 + 5
+# The failover event comes at the next tick once the new connection is confirmed
+# and a probe round has seen the new master answer.
+EVENT_SLACK = 1 + 1.1 + 3
+# A stall the beacon must sit out (a busy or paused master), and how long after
+# it the test looks for a failover that should not happen.
+STALL_SECONDS = 1.5
+STALL_WATCH = 8
+# The tests take masters down and up within seconds of each other: with the
+# default flap_window (60 s) the beacon would rightly call a master flapping and
+# refuse it as a failover target.
+FLAP_WINDOW = 8
 
 
 @pytest.fixture
@@ -45,7 +53,7 @@ def kill_lab(salt_factories, tmp_path):
     lab.add_failover_minion(
         "ha-beacon-kill",
         overrides={
-            **blab.beacon_overrides(interval=1, timeout=1),
+            **blab.beacon_overrides(),
             "master_failback": True,
             "master_failback_interval": 2,
         },
@@ -62,12 +70,7 @@ def hang_lab(salt_factories, tmp_path_factory):
     lab.add_master("b", lablib.LOOPBACK_B)
     lab.add_failover_minion(
         "ha-beacon-hang",
-        # The tests take each master down and up again within a minute: with the
-        # default flap_window (60 s) the beacon would rightly call it flapping and
-        # refuse it as a failover target.
-        overrides=blab.beacon_overrides(
-            interval=HANG_INTERVAL, timeout=HANG_TIMEOUT, hang_ticks=HANG_TICKS, flap_window=15
-        ),
+        overrides=blab.beacon_overrides(flap_window=FLAP_WINDOW),
     )
     lab.add_failover_minion("ha-stock-hang", overrides=dict(blab.STOCK_LOOP_INTERVAL))
     with lablib.RunningDaemons(lablib.daemons(lab)):
@@ -127,6 +130,28 @@ def test_frozen_standby_is_degraded_then_recovered(hang_lab, event_listener):
     recovered = blab.wait_for_event(event_listener, master_a, blab.beacon_tag(minion_id, "recovered"), thawed, 20)
     assert recovered is not None, "no ha/recovered on A's bus within 20 s of thawing B"
     assert (recovered.data["from"], recovered.data["to"], recovered.data["down"]) == ("degraded", "ok", [])
+
+
+def test_connected_master_that_stalls_for_1_5_s_is_not_left(hang_lab, event_listener):
+    beacon_id = "ha-beacon-hang"
+    master_a, master_b = hang_lab.masters["a"], hang_lab.masters["b"]
+    assert STALL_SECONDS < HANG_SECONDS
+    assert lablib.answers_through(master_a, beacon_id, 20) is not None
+    stalled = blab.utc_now()
+    with lablib.frozen(master_a):
+        time.sleep(STALL_SECONDS)
+    time.sleep(STALL_WATCH)
+    moved = blab.events_since(event_listener, master_b, f"salt/minion/{beacon_id}/start", stalled)
+    failovers = [
+        event
+        for master in (master_a, master_b)
+        for event in blab.events_since(event_listener, master, blab.beacon_tag(beacon_id, "failover"), stalled)
+    ]
+    assert moved == [] and failovers == [], "the beacon left a master that stalled for 1.5 s"
+    seen = blab.events_since(event_listener, master_a, blab.beacon_tag(beacon_id, "degraded"), stalled)
+    print(f"\n{STALL_SECONDS:g} s stall of the connected master: not left "
+          f"({'seen as degraded, then recovered' if seen else 'no tick saw it'})")
+    assert lablib.answers_through(master_a, beacon_id, 10) is not None
 
 
 def test_hung_connected_master_is_left_and_stock_salt_stays_stuck(hang_lab, event_listener):

@@ -17,11 +17,20 @@ FAILOVER_TAG = "salt/beacon/*/ha/failover"
 STOCK_LOOP_INTERVAL = {"loop_interval": 1}
 
 
-def beacon_overrides(interval=1, timeout=1, hang_ticks=3, **options):
-    """Minion options turning the ``ha`` beacon on (with Salt's default ``loop_interval``)."""
-    config = [{"interval": interval}, {"timeout": timeout}, {"hang_ticks": hang_ticks}]
-    config.extend({key: value} for key, value in options.items())
+# The settings the README recommends (ha_watch.DEFAULTS), written out as an operator would.
+RECOMMENDED = {"interval": 1, "timeout": 1, "probe_interval": 0.5, "hang_ticks": 4}
+
+
+def beacon_overrides(**options):
+    """Minion options turning the ``ha`` beacon on: the recommended settings, updated with ``options``."""
+    config = [{key: value} for key, value in {**RECOMMENDED, **options}.items()]
     return {**STOCK_LOOP_INTERVAL, "beacons": {"ha": config}}
+
+
+def hang_seconds(options=None):
+    """Seconds without an answer after which the beacon leaves the connected master."""
+    settings = {**RECOMMENDED, **(options or {})}
+    return settings["hang_ticks"] * settings["probe_interval"]
 
 
 def reactor_overrides():

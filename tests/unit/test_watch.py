@@ -1,6 +1,9 @@
-"""Unit tests for ha_watch: transitions, flapping damping, hang detection, config validation."""
+"""Unit tests for ha_watch: transitions, flapping damping, hang detection, config validation, the probe worker."""
 
+import os
 import re
+import statistics
+import threading
 import time
 
 import pytest
@@ -15,20 +18,20 @@ SETTINGS = ha_watch.settings_from([{"timeout": 1}, {"hang_ticks": 3}, {"flap_cou
 
 
 class Ticker:
-    """Feeds ticks to ``observe`` one second apart, keeping the state."""
+    """Feeds ticks to ``observe`` one second apart, keeping the memory."""
 
     def __init__(self, settings=SETTINGS, primary=A, start=1_000_000.0):
         self.settings = settings
         self.primary = primary
         self.now = start
-        self.state = None
+        self.memory = None
 
     def tick(self, probes, connected=A, step=1.0):
         self.now += step
-        self.state, events, heal = ha_watch.observe(
-            self.state, probes, connected, self.primary, self.now, self.settings
+        self.memory, events, leave = ha_watch.observe(
+            self.memory, probes, connected, self.primary, self.now, self.settings
         )
-        return events, heal
+        return events, leave
 
 
 def names(events):
@@ -36,9 +39,9 @@ def names(events):
 
 
 def test_first_tick_fires_connected_with_the_documented_data():
-    events, heal = Ticker().tick({A: True, B: True})
+    events, leave = Ticker().tick({A: True, B: True})
     (event,) = events
-    assert heal is None
+    assert leave is None
     assert event["tag"] == "connected"
     assert {k: event[k] for k in ("transition", "from", "to", "up", "total", "down")} == {
         "transition": "connected", "from": None, "to": A, "up": 2, "total": 2, "down": [],
@@ -138,15 +141,15 @@ def test_flapping_master_fires_flapping_once_then_nothing_until_stable():
         seen.extend(names(events))
     # Three changes fire normally, the fourth starts the damping; then silence.
     assert seen == ["degraded", "recovered", "degraded", "flapping"]
-    assert ticker.state["flapping"]
+    assert ticker.memory["flapping"]
     # Up but flapping: counts as down.
     events, _ = ticker.tick({A: True, B: True}, step=30)
     assert events == []
-    assert ticker.state["health"] == "degraded"
+    assert ticker.memory["health"] == "degraded"
     # Stable for the whole window: its real state counts again.
     events, _ = ticker.tick({A: True, B: True}, step=31)
     assert names(events) == ["recovered"]
-    assert not ticker.state["flapping"]
+    assert not ticker.memory["flapping"]
 
 
 def test_flapping_event_names_the_master_and_when_it_started():
@@ -171,18 +174,18 @@ def test_slow_changes_never_flap():
     assert seen.count("degraded") == 3 and seen.count("recovered") == 3
 
 
-def test_hang_counts_consecutive_failed_ticks_and_heals_once():
+def test_hang_counts_consecutive_failed_ticks_and_leaves_once():
     ticker = Ticker()
     ticker.tick({A: True, B: True})
     assert ticker.tick({A: False, B: True}) == ([], None)  # held back: A would not receive them
     assert ticker.tick({A: False, B: True}) == ([], None)
-    events, heal = ticker.tick({A: False, B: True})
-    assert heal == A
+    events, leave = ticker.tick({A: False, B: True})
+    assert leave == A
     assert events == []
     # The minion moved: failover with reason hang, since the first failed probe,
     # and the degraded event held back since then.
-    events, heal = ticker.tick({A: False, B: True}, connected=B)
-    assert heal is None
+    events, leave = ticker.tick({A: False, B: True}, connected=B)
+    assert leave is None
     assert names(events) == ["degraded", "failover"]
     degraded, failover = events
     assert (failover["from"], failover["to"], failover["reason"]) == (A, B, "hang")
@@ -195,43 +198,43 @@ def test_hang_counter_resets_when_the_master_answers_again():
     ticker.tick({A: False, B: True})
     ticker.tick({A: False, B: True})
     ticker.tick({A: True, B: True})
-    assert ticker.state["hang"] is None
+    assert ticker.memory["hang"] is None
     assert ticker.tick({A: False, B: True})[1] is None
     assert ticker.tick({A: False, B: True})[1] is None
     assert ticker.tick({A: False, B: True})[1] == A
 
 
-def test_heal_is_retried_after_another_hang_ticks_when_the_minion_did_not_move():
+def test_leave_is_retried_after_another_hang_ticks_when_the_minion_did_not_move():
     ticker = Ticker()
     ticker.tick({A: True, B: True})
-    heals = [ticker.tick({A: False, B: True})[1] for _ in range(6)]
-    assert heals == [None, None, A, None, None, A]
+    leaves = [ticker.tick({A: False, B: True})[1] for _ in range(6)]
+    assert leaves == [None, None, A, None, None, A]
 
 
-def test_no_heal_when_no_other_master_is_up():
+def test_no_leave_when_no_other_master_is_up():
     ticker = Ticker()
     ticker.tick({A: True, B: True})
-    heals = [ticker.tick({A: False, B: False})[1] for _ in range(6)]
-    assert heals == [None] * 6
+    leaves = [ticker.tick({A: False, B: False})[1] for _ in range(6)]
+    assert leaves == [None] * 6
 
 
-def test_no_heal_towards_a_flapping_master():
+def test_no_leave_towards_a_flapping_master():
     ticker = Ticker()
     ticker.tick({A: True, B: True})
     for up in [False, True, False, True]:
         ticker.tick({A: True, B: up})
-    heals = [ticker.tick({A: False, B: True})[1] for _ in range(4)]
-    assert heals == [None] * 4
+    leaves = [ticker.tick({A: False, B: True})[1] for _ in range(4)]
+    assert leaves == [None] * 4
 
 
-def test_no_heal_when_failover_on_hang_is_off():
+def test_no_leave_when_failover_on_hang_is_off():
     ticker = Ticker(settings=ha_watch.settings_from([{"failover_on_hang": False}]))
     ticker.tick({A: True, B: True})
-    heals = [ticker.tick({A: False, B: True})[1] for _ in range(6)]
-    assert heals == [None] * 6
+    leaves = [ticker.tick({A: False, B: True})[1] for _ in range(6)]
+    assert leaves == [None] * 6
 
 
-def test_hang_ticks_one_heals_at_the_first_failed_probe():
+def test_hang_ticks_one_leaves_at_the_first_failed_probe():
     ticker = Ticker(settings=ha_watch.settings_from([{"hang_ticks": 1}]))
     ticker.tick({A: True, B: True})
     assert ticker.tick({A: False, B: True})[1] == A
@@ -239,9 +242,9 @@ def test_hang_ticks_one_heals_at_the_first_failed_probe():
 
 def test_connected_master_unknown_to_the_list_never_holds_events():
     ticker = Ticker()
-    events, heal = ticker.tick({A: True, B: False}, connected="elsewhere")
+    events, leave = ticker.tick({A: True, B: False}, connected="elsewhere")
     assert names(events) == ["connected", "degraded"]
-    assert heal is None
+    assert leave is None
 
 
 def test_held_events_are_bounded():
@@ -249,22 +252,24 @@ def test_held_events_are_bounded():
     ticker.tick({A: True, B: True, C: True})
     for index in range(200):
         ticker.tick({A: False, B: bool(index % 2), C: True})
-    assert len(ticker.state["pending"]) == ha_watch.PENDING_LIMIT
+    assert len(ticker.memory["pending"]) == ha_watch.PENDING_LIMIT
 
 
-def test_state_passed_in_is_not_mutated():
+def test_memory_passed_in_is_not_mutated():
     ticker = Ticker()
     ticker.tick({A: True, B: True})
-    before = repr(ticker.state)
-    ha_watch.observe(ticker.state, {A: False, B: True}, B, A, ticker.now + 1, SETTINGS)
-    assert repr(ticker.state) == before
+    before = repr(ticker.memory)
+    ha_watch.observe(ticker.memory, {A: False, B: True}, B, A, ticker.now + 1, SETTINGS)
+    assert repr(ticker.memory) == before
 
 
-def test_defaults():
+def test_defaults_are_the_recommended_settings():
     assert ha_watch.settings_from([]) == {
-        "interval": 5, "timeout": 2, "hang_ticks": 3, "failover_on_hang": True,
+        "interval": 1, "timeout": 1, "probe_interval": 0.5, "hang_ticks": 4, "failover_on_hang": True,
         "flap_count": 4, "flap_window": 60,
     }
+    # A connected master silent for 2 s is left; one that stalls for 1.5 s is not.
+    assert ha_watch.hang_seconds(ha_watch.settings_from([])) == 2.0
 
 
 @pytest.mark.parametrize(
@@ -274,6 +279,8 @@ def test_defaults():
         {"timeout": 1.5, "hang_ticks": 2},
         [{"interval": 1}, {"timeout": 1}, {"enabled": True}, {"_beacon_name": "ha"}],
         [],
+        # Probes run off the loop: a timeout longer than the interval blocks nothing.
+        [{"interval": 1}, {"timeout": 3}, {"probe_interval": 0.1}],
     ],
 )
 def test_validate_accepts_good_configs(config):
@@ -296,7 +303,8 @@ def test_validate_accepts_good_configs(config):
         ([{"failover_on_hang": "yes"}], "failover_on_hang: 'yes'"),
         ([{"flap_count": 1}], "flap_count: 1"),
         ([{"flap_window": -1}], "flap_window: -1"),
-        ([{"interval": 2}, {"timeout": 3}], "timeout: 3"),
+        ([{"probe_interval": 0.05}], "probe_interval: 0.05"),
+        ([{"probe_interval": "1"}], "probe_interval: '1'"),
     ],
 )
 def test_validate_rejects_bad_configs_naming_the_value(config, named):
@@ -366,57 +374,57 @@ def probed(up_a=True, up_b=True):
 
 
 def test_tick_waits_for_the_publish_connection_then_reports_the_failover():
-    state, events, _ = ha_watch.tick(None, probed(), A, A, 1.0, SETTINGS, {(A, 4505)})
+    memory, events, _ = ha_watch.tick(None, probed(), A, A, 1.0, SETTINGS, {(A, 4505)})
     assert names(events) == ["connected"]
     # Salt is signing in on B (its master option says B), no publish connection yet.
-    state, events, _ = ha_watch.tick(state, probed(), B, A, 2.0, SETTINGS, set())
-    assert events == [] and state["connected"] == A and state["candidate"] == {"master": B, "ticks": 1}
-    state, events, _ = ha_watch.tick(state, probed(), B, A, 3.0, SETTINGS, {(B, 4505)})
-    assert names(events) == ["failover"] and state["candidate"] is None
+    memory, events, _ = ha_watch.tick(memory, probed(), B, A, 2.0, SETTINGS, set())
+    assert events == [] and memory["connected"] == A and memory["candidate"] == {"master": B, "ticks": 1}
+    memory, events, _ = ha_watch.tick(memory, probed(), B, A, 3.0, SETTINGS, {(B, 4505)})
+    assert names(events) == ["failover"] and memory["candidate"] is None
 
 
-def test_tick_never_heals_a_master_salt_already_left():
-    state, _, _ = ha_watch.tick(None, probed(), A, A, 1.0, SETTINGS, {(A, 4505)})
-    heals = []
+def test_tick_never_leaves_a_master_salt_already_left():
+    memory, _, _ = ha_watch.tick(None, probed(), A, A, 1.0, SETTINGS, {(A, 4505)})
+    leaves = []
     for now in (2.0, 3.0, 4.0):
         # A hangs; Salt is already trying B (not confirmed): the hang counts for A,
         # but leaving "the current master" would now leave B.
-        state, _, heal = ha_watch.tick(state, probed(up_a=False), B, A, now, SETTINGS, set())
-        heals.append(heal)
-    assert heals == [None, None, None]
+        memory, _, leave = ha_watch.tick(memory, probed(up_a=False), B, A, now, SETTINGS, set())
+        leaves.append(leave)
+    assert leaves == [None, None, None]
 
 
 def test_tick_without_remotes_trusts_the_option():
-    state, events, _ = ha_watch.tick(None, probed(), A, A, 1.0, SETTINGS)
-    state, events, _ = ha_watch.tick(state, probed(), B, A, 2.0, SETTINGS)
+    memory, events, _ = ha_watch.tick(None, probed(), A, A, 1.0, SETTINGS)
+    memory, events, _ = ha_watch.tick(memory, probed(), B, A, 2.0, SETTINGS)
     assert names(events) == ["failover"]
 
 
 # --- a fault of the probe is no news about the master ---------------------------
 
 
-def test_tick_keeps_the_previous_state_of_a_master_whose_probe_failed():
+def test_tick_keeps_the_previous_memory_of_a_master_whose_probe_failed():
     settings = ha_watch.settings_from([{"timeout": 1}, {"hang_ticks": 1}])
-    state, events, _ = ha_watch.tick(None, probed(), A, A, 1.0, settings)
+    memory, events, _ = ha_watch.tick(None, probed(), A, A, 1.0, settings)
     assert names(events) == ["connected"]
     for now in (2.0, 3.0, 4.0):
         # A's probe raised an unexpected exception (up None): not "down", no
-        # degraded event, no hang, no heal.
-        state, events, heal = ha_watch.tick(state, probed(up_a=None), A, A, now, settings)
-        assert (events, heal) == ([], None)
-        assert state["raw"] == {A: True, B: True}
-        assert state["hang"] is None
+        # degraded event, no hang, no leave.
+        memory, events, leave = ha_watch.tick(memory, probed(up_a=None), A, A, now, settings)
+        assert (events, leave) == ([], None)
+        assert memory["raw"] == {A: True, B: True}
+        assert memory["hang"] is None
     # A master that was down stays down while its probe fails.
-    state, events, _ = ha_watch.tick(state, probed(up_b=False), A, A, 5.0, settings)
+    memory, events, _ = ha_watch.tick(memory, probed(up_b=False), A, A, 5.0, settings)
     assert names(events) == ["degraded"]
-    state, events, _ = ha_watch.tick(state, probed(up_b=None), A, A, 6.0, settings)
-    assert events == [] and state["raw"] == {A: True, B: False}
+    memory, events, _ = ha_watch.tick(memory, probed(up_b=None), A, A, 6.0, settings)
+    assert events == [] and memory["raw"] == {A: True, B: False}
 
 
 def test_tick_counts_a_master_whose_probe_failed_at_the_first_tick_as_down():
-    state, events, _ = ha_watch.tick(None, probed(up_b=None), A, A, 1.0, SETTINGS)
+    memory, events, _ = ha_watch.tick(None, probed(up_b=None), A, A, 1.0, SETTINGS)
     assert names(events) == ["connected", "degraded"]
-    assert state["raw"] == {A: True, B: False}
+    assert memory["raw"] == {A: True, B: False}
 
 
 # --- tick_probe against stand-ins on 127.0.0.1 ----------------------------------
@@ -482,3 +490,277 @@ def test_tick_probe_logs_and_names_an_exception_of_the_probe(monkeypatch, caplog
     assert len(warnings) == 1, warnings  # the refusal is an answer, not logged
     assert repr(masters[0]) in warnings[0]
     assert "AttributeError" in warnings[0] and "\n" not in warnings[0]
+
+
+# --- hang detection from the worker's measure of silence --------------------------
+
+
+def worker_entries(up_a=True, up_b=True, silence_a=None):
+    """Entries as the worker hands them out: ``silence`` of A when it did not answer."""
+    return [dict(entry(A, A), up=up_a, silence=silence_a), dict(entry(B, B), up=up_b, silence=None)]
+
+
+def silent(since, seconds, probes=1):
+    return {"since": since, "seconds": seconds, "probes": probes}
+
+
+HANG_2S = ha_watch.settings_from([{"probe_interval": 0.5}, {"hang_ticks": 4}])
+
+
+def test_the_connected_master_is_left_after_hang_seconds_of_silence_whatever_the_tick_count():
+    memory, _, _ = ha_watch.tick(None, worker_entries(), A, A, 100.0, HANG_2S)
+    since, leaves = 101.0, []
+    # One tick sees 1.2 s of silence, the next 1.9 s, then 2.0 s: left once; the
+    # minion did not move: left again after another 2 s of silence.
+    for seconds in (1.2, 1.9, 2.0, 3.5, 3.9, 4.0):
+        memory, events, leave = ha_watch.tick(
+            memory, worker_entries(up_a=False, silence_a=silent(since, seconds)), A, A, since + seconds, HANG_2S
+        )
+        assert events == []  # held back while A does not answer
+        leaves.append(leave)
+    assert leaves == [None, None, A, None, None, A]
+    memory, events, leave = ha_watch.tick(
+        memory, worker_entries(up_a=False, silence_a=silent(since, 4.6)), B, A, since + 4.6, HANG_2S
+    )
+    failover = next(event for event in events if event["transition"] == "failover")
+    assert (failover["from"], failover["to"], failover["reason"]) == (A, B, "hang")
+    assert failover["since"] == ha_watch.iso(since)  # the start of the first failed probe
+    assert leave is None
+
+
+def test_a_master_that_stalls_for_less_than_hang_seconds_is_not_left():
+    memory, _, _ = ha_watch.tick(None, worker_entries(), A, A, 100.0, HANG_2S)
+    for stall in range(3):
+        since = 101.0 + stall * 100  # further apart than flap_window: no flapping
+        for seconds in (0.5, 1.0, 1.5):
+            memory, _, leave = ha_watch.tick(
+                memory, worker_entries(up_a=False, silence_a=silent(since, seconds)), A, A, since + seconds, HANG_2S
+            )
+            assert leave is None
+        memory, events, leave = ha_watch.tick(memory, worker_entries(), A, A, since + 2, HANG_2S)
+        assert leave is None and memory["hang"] is None
+        assert [event["transition"] for event in events] == ["degraded", "recovered"]  # held, then released
+
+
+def test_a_new_silence_starts_from_zero_after_a_leave():
+    memory, _, _ = ha_watch.tick(None, worker_entries(), A, A, 100.0, HANG_2S)
+    memory, _, leave = ha_watch.tick(memory, worker_entries(up_a=False, silence_a=silent(101, 2.1)), A, A, 103.1, HANG_2S)
+    assert leave == A
+    memory, _, _ = ha_watch.tick(memory, worker_entries(), A, A, 104.0, HANG_2S)
+    memory, _, leave = ha_watch.tick(memory, worker_entries(up_a=False, silence_a=silent(105, 2.0)), A, A, 107.0, HANG_2S)
+    assert leave == A
+
+
+def test_no_news_is_no_progress_of_a_hang():
+    memory, _, _ = ha_watch.tick(None, worker_entries(), A, A, 100.0, HANG_2S)
+    memory, _, _ = ha_watch.tick(memory, worker_entries(up_a=False, silence_a=silent(101, 1.5)), A, A, 102.5, HANG_2S)
+    # The worker is behind or its probe failed (up None): the silence stays at 1.5 s.
+    for now in (103.0, 104.0, 110.0):
+        memory, events, leave = ha_watch.tick(memory, worker_entries(up_a=None), A, A, now, HANG_2S)
+        assert (events, leave) == ([], None)
+        assert memory["hang"]["seconds"] == 1.5
+    memory, _, leave = ha_watch.tick(memory, worker_entries(up_a=False, silence_a=silent(101, 2.0)), A, A, 111.0, HANG_2S)
+    assert leave == A
+
+
+# --- the probe worker, against stand-ins on 127.0.0.1 ------------------------------
+
+
+class FreezableMaster:
+    """A master stand-in that answers pings, except while frozen (a SIGSTOPped master as its peers see it)."""
+
+    def __init__(self):
+        self.thawed = threading.Event()
+        self.thawed.set()
+        self.master = fake_master.AnsweringMaster(answer=self._answer)
+        self.port = self.master.port
+
+    def _answer(self, request):
+        self.thawed.wait(20)
+        return fake_master.clear_ping_answer(request)
+
+    def freeze(self):
+        self.thawed.clear()
+
+    def thaw(self):
+        self.thawed.set()
+
+    def close(self):
+        self.thaw()
+        self.master.close()
+
+
+@pytest.fixture
+def freezable_master():
+    master = FreezableMaster()
+    try:
+        yield master
+    finally:
+        master.close()
+
+
+@pytest.fixture
+def worker_name(request):
+    """A beacon name of the test's own; its probe worker is stopped at the end."""
+    name = f"test-{request.node.name}"
+    try:
+        yield name
+    finally:
+        ha_watch.stop_worker(name, wait=3)
+        ha_watch.MEMORY.pop(name, None)
+
+
+def fast(**options):
+    """Settings with quick rounds, for tests."""
+    config = {"timeout": 0.2, "probe_interval": 0.1, **options}
+    return ha_watch.settings_from([{key: value} for key, value in config.items()])
+
+
+def first_round(name, endpoints, settings):
+    """Start the worker as the first tick does and wait (bounded) for its first round."""
+    entries, _ = ha_watch.worker_results(name, endpoints, settings)
+    assert entries is None  # the first tick never waits: nothing to report yet
+    worker = ha_watch.probe_worker(name, endpoints, settings)
+    assert worker.wait_for_round(0, 5)
+    return worker
+
+
+class BeaconLoop:
+    """Ticks as the beacon does (worker results, then ``tick``), recording the wall time of each."""
+
+    def __init__(self, name, endpoints, settings):
+        self.name, self.endpoints, self.settings = name, endpoints, settings
+        self.memory = None
+        self.walls = []
+
+    def tick(self, current=None):
+        current = current or self.endpoints[0].master
+        started = time.perf_counter()
+        entries, _ = ha_watch.worker_results(self.name, self.endpoints, self.settings)
+        events, leave = [], None
+        if entries is not None:
+            self.memory, events, leave = ha_watch.tick(
+                self.memory, entries, current, self.endpoints[0].master, time.time(), self.settings
+            )
+        self.walls.append(time.perf_counter() - started)
+        return events, leave
+
+    def run(self, seconds, every=0.02, current=None):
+        """Tick every ``every`` s for ``seconds`` (bounded); the first leave's time after the start, or None."""
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            _, leave = self.tick(current)
+            if leave:
+                return time.monotonic() - started
+            time.sleep(every)
+        return None
+
+
+def test_a_tick_never_waits_for_a_hung_standby(answering_master, silent_master, worker_name):
+    endpoints = endpoints_for(f"127.0.0.1:{answering_master.port}", f"127.0.0.1:{silent_master.port}")
+    settings = ha_watch.settings_from([{"timeout": 0.5}, {"probe_interval": 0.1}])
+    first_round(worker_name, endpoints, settings)
+    loop = BeaconLoop(worker_name, endpoints, settings)
+    events, _ = loop.tick()
+    assert names(events) == ["connected", "degraded"]
+    for _ in range(40):
+        assert loop.tick() == ([], None)
+        time.sleep(0.01)
+    walls_ms = sorted(wall * 1000 for wall in loop.walls)
+    # Each probe round waits 0.5 s for the hung standby; a tick waits for nothing.
+    assert statistics.median(walls_ms) < 5, walls_ms
+    assert walls_ms[-1] < 100, walls_ms
+
+
+def test_the_worker_leaves_a_hung_connected_master_but_not_a_short_stall(freezable_master, answering_master,
+                                                                           worker_name):
+    endpoints = endpoints_for(f"127.0.0.1:{freezable_master.port}", f"127.0.0.1:{answering_master.port}")
+    settings = fast(hang_ticks=8)  # 0.8 s of silence
+    first_round(worker_name, endpoints, settings)
+    loop = BeaconLoop(worker_name, endpoints, settings)
+    assert names(loop.tick()[0]) == ["connected"]
+    # Silent for 0.4 s, then answering again: never left.
+    freezable_master.freeze()
+    time.sleep(0.4)
+    freezable_master.thaw()
+    assert loop.run(2.0) is None
+    assert loop.memory["hang"] is None
+    # Hung: left after 0.8 s of silence, plus at most a round and a tick.
+    freezable_master.freeze()
+    left_after = loop.run(5.0)
+    assert left_after is not None, "the hung connected master was never left"
+    assert 0.8 <= left_after < 0.8 + ha_watch.round_seconds(settings) + 1.0, left_after
+    assert loop.memory["hang"]["probes"] >= 2
+
+
+def test_stale_results_are_not_taken_as_up(answering_master, worker_name):
+    endpoints = endpoints_for(f"127.0.0.1:{answering_master.port}", f"127.0.0.1:{fake_master.closed_port()}")
+    settings = fast(timeout=0.3)
+    worker = first_round(worker_name, endpoints, settings)
+    loop = BeaconLoop(worker_name, endpoints, settings)
+    assert names(loop.tick()[0]) == ["connected", "degraded"]
+    # The worker falls behind: its last round ages past STALE_ROUNDS rounds.
+    worker.stop(wait=3)
+    time.sleep(ha_watch.STALE_ROUNDS * ha_watch.round_seconds(settings) + 0.1)
+    entries, _ = ha_watch.worker_results(worker_name, endpoints, settings)  # restarts it, seeded with the old round
+    assert [entry["up"] for entry in entries] == [None, None]
+    assert all(entry["error"].startswith("no probe result for ") for entry in entries)
+    memory, events, leave = ha_watch.tick(loop.memory, entries, endpoints[0].master, endpoints[0].master,
+                                          time.time(), settings)
+    assert (events, leave) == ([], None)
+    assert memory["raw"] == loop.memory["raw"]  # unknown: the memory stays as it was
+
+
+def test_a_new_configuration_restarts_the_worker(answering_master, worker_name):
+    endpoints = endpoints_for(f"127.0.0.1:{answering_master.port}")
+    first = first_round(worker_name, endpoints, fast())
+    assert ha_watch.probe_worker(worker_name, endpoints, fast()) is first  # same configuration: same worker
+    entries, _ = ha_watch.worker_results(worker_name, endpoints, fast(timeout=0.3))
+    assert entries is None  # a new worker: its results are not the old one's
+    second = ha_watch.probe_worker(worker_name, endpoints, fast(timeout=0.3))
+    assert second is not first and second.timeout == 0.3
+    more = endpoints_for(f"127.0.0.1:{answering_master.port}", "127.0.0.1:9")
+    third = ha_watch.probe_worker(worker_name, more, fast(timeout=0.3))
+    assert third is not second
+    assert third.wait_for_round(0, 5)
+    assert [entry["master"] for entry in third.latest["entries"]] == [e.master for e in more]
+    for old in (first, second):
+        old._thread.join(2)  # pylint: disable=protected-access
+        assert not old._thread.is_alive() and old.exit == "stopped"  # pylint: disable=protected-access
+    assert ha_watch.running_workers().count(worker_name) == 1
+
+
+def test_stop_and_idle_stop_the_thread(answering_master, worker_name, monkeypatch):
+    endpoints = endpoints_for(f"127.0.0.1:{answering_master.port}")
+    worker = first_round(worker_name, endpoints, fast())
+    assert worker_name in ha_watch.running_workers()
+    ha_watch.stop_worker(worker_name, wait=3)
+    assert worker_name not in ha_watch.running_workers()
+    assert worker.exit == "stopped"
+    # A later tick (Salt's refresh closed the beacon) restarts it, reading the old round meanwhile.
+    entries, _ = ha_watch.worker_results(worker_name, endpoints, fast())
+    assert [entry["up"] for entry in entries] == [True]
+    # No tick reads it any more (beacon disabled): it stops by itself.
+    monkeypatch.setattr(ha_watch, "IDLE_SECONDS", 0.3)
+    idle = ha_watch.probe_worker(worker_name, endpoints, fast())
+    idle._thread.join(5)  # pylint: disable=protected-access
+    assert idle.exit == "idle"
+    assert worker_name not in ha_watch.running_workers()
+
+
+def test_a_forked_process_inherits_no_running_worker(answering_master, worker_name):
+    endpoints = endpoints_for(f"127.0.0.1:{answering_master.port}")
+    first_round(worker_name, endpoints, fast())
+    pid = os.fork()
+    if pid == 0:  # the child, as a job process forked from the minion
+        try:
+            inherited = ha_watch.running_workers() == []
+            entries, _ = ha_watch.worker_results(worker_name, endpoints, fast())
+            own = ha_watch.probe_worker(worker_name, endpoints, fast())
+            ok = inherited and entries is None and own.pid == os.getpid() and own.running()
+        except Exception:  # pylint: disable=broad-except  (any failure in the child is a failed check)
+            ok = False
+        os._exit(0 if ok else 1)  # pylint: disable=protected-access
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert worker_name in ha_watch.running_workers()  # the parent's worker runs on
