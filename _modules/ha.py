@@ -22,6 +22,8 @@ import ha_lint
 import ha_minion_config
 import ha_probe
 import ha_report
+import ha_text
+import ha_validate
 import ha_watch
 import psutil
 import salt.utils.event
@@ -112,7 +114,7 @@ def status(timeout=2):
         salt-call ha.status timeout=5
         salt '*' ha.status
     """
-    timeout = ha_probe.validate_timeout(timeout)
+    timeout = ha_validate.validate_timeout(timeout)
     masters, connected, unknown = _probe_all(_endpoints(), timeout)
     return ha_report.build_status(masters, connected, _lint_running(_resolver_from(masters)), unknown)
 
@@ -138,7 +140,7 @@ def probe(master, timeout=2):
         salt-call ha.probe salt1.example.com
         salt-call ha.probe 10.0.0.2:4506 timeout=1
     """
-    timeout = ha_probe.validate_timeout(timeout)
+    timeout = ha_validate.validate_timeout(timeout)
     endpoint = ha_endpoints.endpoint_for(master, __opts__)
     masters, _, _ = _probe_all([endpoint], timeout)
     return masters[0]
@@ -209,7 +211,7 @@ def check(timeout=2, warn=None, crit=None):
     except (SaltInvocationError, CommandExecutionError) as err:
         code, line = ha_report.unknown_line(err)
     except Exception as err:  # pylint: disable=broad-except  (a check answers UNKNOWN, never a traceback)
-        ha_probe.log_fault(log, "ha.check", err)
+        ha_text.log_fault(log, "ha.check", err)
         code, line = ha_report.unknown_line(err)
     __context__["retcode"] = code
     return line

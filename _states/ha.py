@@ -22,6 +22,7 @@ import os
 
 import ha_restart
 import ha_state
+import ha_validate
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 log = logging.getLogger(__name__)
@@ -157,9 +158,9 @@ def minion_failover(
     context = {key: __opts__[key] for key in ("master_port", "publish_port") if __opts__.get(key)}
 
     def make_plan():
-        ha_state.validate_flag(restart, "restart")
-        ha_state.validate_seconds(restart_delay, "restart_delay", 0)
-        ha_state.validate_seconds(restart_wait, "restart_wait", 0)
+        ha_validate.validate_flag(restart, "restart")
+        ha_validate.validate_seconds(restart_delay, "restart_delay", 0)
+        ha_validate.validate_seconds(restart_wait, "restart_wait", 0)
         options = ha_state.failover_options(
             masters, alive_interval, failback, failback_interval, retry_dns, master_port, publish_port
         )

@@ -23,6 +23,7 @@ import salt.utils.files
 from salt.exceptions import CommandExecutionError
 
 import ha_probe
+import ha_text
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def read_pid(pidfile):
 
 def os_error_text(err):
     """``PermissionError: Permission denied`` for an ``OSError`` (its type and reason, printable)."""
-    return f"{type(err).__name__}: {ha_probe.printable(err.strerror or err)}"
+    return f"{type(err).__name__}: {ha_text.printable(err.strerror or err)}"
 
 
 def process_tree(pid):
@@ -83,7 +84,7 @@ def process_tree(pid):
         return []
     except (psutil.Error, OSError) as err:
         raise DaemonUnreadable(
-            f"cannot read the process tree of the salt-minion (pid {pid}): {ha_probe.describe_error(err)}"
+            f"cannot read the process tree of the salt-minion (pid {pid}): {ha_text.describe_error(err)}"
         ) from err
 
 
@@ -134,9 +135,9 @@ def established_remotes(processes, strict=False):
             if strict:
                 raise DaemonUnreadable(
                     f"cannot read the TCP connections of the salt-minion process {proc.pid}: "
-                    f"{ha_probe.describe_error(err)}"
+                    f"{ha_text.describe_error(err)}"
                 ) from err
-            log.debug("Skipping process %s: %s", proc.pid, ha_probe.describe_error(err))
+            log.debug("Skipping process %s: %s", proc.pid, ha_text.describe_error(err))
             continue
         for conn in connections:
             if conn.status == psutil.CONN_ESTABLISHED and conn.raddr:

@@ -106,5 +106,5 @@ def estimate_finding(opts):
         "HA901", "info", "master",
         f"estimated worst-case failover: {closed}; {hung}",
         "see the warnings and errors above to shorten it; for hung masters add the salt-ha "
-        "beacon (beacons: {ha: [{interval: 5}, {timeout: 2}]})",
+        "beacon (beacons: {ha: []}: it probes every 0.5 s and leaves a master silent for 2 s)",
     )  # fmt: skip

@@ -11,6 +11,8 @@ transport, HA4xx unknown options, value types and config files, HA9xx the failov
 time estimate.
 """
 
+import ha_text
+
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 
 FINDING_TITLES = {
@@ -107,16 +109,9 @@ def fmt_seconds(value):
     return f"{value:g}"
 
 
-def escaped(value):
-    """``str(value)`` with control and other non-printable characters escaped as repr does."""
-    text = str(value)
-    if text.isprintable():
-        return text
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
-
 
 def yaml_value(value):
     """A value the way an operator writes it in YAML flow style (escaped)."""
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(escaped(item) for item in value) + "]"
-    return escaped(value)
+        return "[" + ", ".join(ha_text.printable(item) for item in value) + "]"
+    return ha_text.printable(value)

@@ -10,8 +10,9 @@ import difflib
 import ipaddress
 
 import ha_endpoints
+import ha_text
 from ha_lint_context import MASTER_TYPES
-from ha_lint_findings import as_number, escaped, lint_finding, produces
+from ha_lint_findings import as_number, lint_finding, produces
 
 PORT_EXAMPLES = {
     "master_port": f"master_port: {ha_endpoints.DEFAULT_RET_PORT}",
@@ -60,7 +61,7 @@ def check_master_entries(ctx):
     return [
         lint_finding(
             "HA102", "error", option,
-            f"the {option} option cannot be used: {escaped(ctx.endpoint_error)}",
+            f"the {option} option cannot be used: {ha_text.printable(ctx.endpoint_error)}",
             PORT_EXAMPLES.get(
                 option,
                 "write master: [master1.example.com, master2.example.com] with host names "

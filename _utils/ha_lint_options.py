@@ -13,7 +13,8 @@ import difflib
 import salt.config
 
 import ha_minion_config
-from ha_lint_findings import as_number, escaped, fmt_seconds, lint_finding, produces, yaml_value
+import ha_text
+from ha_lint_findings import as_number, fmt_seconds, lint_finding, produces, yaml_value
 
 # Keys that are legitimately written in a minion config or set at runtime by Salt
 # without being entries of DEFAULT_MINION_OPTS / VALID_OPTS.
@@ -188,51 +189,56 @@ def check_config_files(ctx):
     return [config_file_finding(problem) for problem in ctx.config_problems]
 
 
+# effect -> (id, severity, what it does to the minion, suggestion); the texts are
+# formatted with path, options_of (whose options are not linted), included_by, every.
+CONFIG_FILE_FINDINGS = {
+    ha_minion_config.EXITS: (
+        "HA405", "error",
+        "the salt-minion exits at start-up while it is there, and the options {options_of} are not linted",
+        "fix {path!r} or move it out of the way{every}",
+    ),
+    ha_minion_config.RENAMED: (
+        "HA406", "warning",
+        "Salt renames it to *YAMLError at start-up and runs without the schedule it held",
+        "fix {path!r} or remove it (Salt rewrites it when the schedule changes)",
+    ),
+    ha_minion_config.UNREADABLE_HERE: (
+        "HA407", "warning",
+        "the options {options_of} are not linted",
+        "run ha.lint as the user the salt-minion runs as (usually root)",
+    ),
+    ha_minion_config.IGNORED: (
+        "HA408", "warning",
+        "the salt-minion logs an error at start-up and runs without it; the options {options_of} are not linted",
+        "fix {path!r} or remove it from the include of {included_by!r}",
+    ),
+    ha_minion_config.BAD_VALUE: (
+        "HA409", "error",
+        "the salt-minion fails at start-up reading it, and the files it means to include are not linted",
+        "write a file path or glob, or a list of them (e.g. include: [failover.conf])",
+    ),
+}
+UNMATCHED_INCLUDE_FINDING = (
+    "HA410", "warning",
+    "Salt logs a warning at start-up and reads nothing for it",
+    "create the file, correct the include entry or remove it",
+)
+
+
 def config_file_finding(problem):
     """The finding for one :class:`ha_minion_config.ConfigFileProblem`."""
-    path, what = problem.path, escaped(problem.problem)
+    finding_id, severity, effect, suggestion = CONFIG_FILE_FINDINGS.get(problem.effect, UNMATCHED_INCLUDE_FINDING)
+    every = ""
+    if problem.option == "default_include" and not problem.included_by:
+        every = f" (Salt reads every {ha_text.printable(problem.pattern)})"
+    values = {
+        "path": problem.path,
+        "included_by": problem.included_by,
+        "options_of": "in it and in the files that include it" if problem.included_by else "in it",
+        "every": every,
+    }
     by = f" (included by {problem.included_by!r})" if problem.included_by else ""
-    named = f"config file {path!r}{by} {what}"
-    options_of = "in it and in the files that include it" if problem.included_by else "in it"
-    if problem.effect == ha_minion_config.EXITS:
-        every = ""
-        if problem.option == "default_include" and not problem.included_by:
-            every = f" (Salt reads every {escaped(problem.pattern)})"
-        return lint_finding(
-            "HA405", "error", problem.option,
-            f"{named}: the salt-minion exits at start-up while it is there, and the "
-            f"options {options_of} are not linted",
-            f"fix {path!r} or move it out of the way{every}",
-        )  # fmt: skip
-    if problem.effect == ha_minion_config.RENAMED:
-        return lint_finding(
-            "HA406", "warning", problem.option,
-            f"{named}: Salt renames it to *YAMLError at start-up and runs without the "
-            "schedule it held",
-            f"fix {path!r} or remove it (Salt rewrites it when the schedule changes)",
-        )  # fmt: skip
-    if problem.effect == ha_minion_config.UNREADABLE_HERE:
-        return lint_finding(
-            "HA407", "warning", problem.option,
-            f"{named}: the options {options_of} are not linted",
-            "run ha.lint as the user the salt-minion runs as (usually root)",
-        )  # fmt: skip
-    if problem.effect == ha_minion_config.IGNORED:
-        return lint_finding(
-            "HA408", "warning", problem.option,
-            f"{named}: the salt-minion logs an error at start-up and runs without it; "
-            f"the options {options_of} are not linted",
-            f"fix {path!r} or remove it from the include of {problem.included_by!r}",
-        )  # fmt: skip
-    if problem.effect == ha_minion_config.BAD_VALUE:
-        return lint_finding(
-            "HA409", "error", problem.option,
-            f"{named}: the salt-minion fails at start-up reading it, and the files it "
-            "means to include are not linted",
-            "write a file path or glob, or a list of them (e.g. include: [failover.conf])",
-        )  # fmt: skip
+    named = f"config file {problem.path!r}{by} {ha_text.printable(problem.problem)}"
     return lint_finding(
-        "HA410", "warning", problem.option,
-        f"{named}: Salt logs a warning at start-up and reads nothing for it",
-        "create the file, correct the include entry or remove it",
-    )  # fmt: skip
+        finding_id, severity, problem.option, f"{named}: {effect.format(**values)}", suggestion.format(**values)
+    )

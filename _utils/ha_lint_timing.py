@@ -7,7 +7,10 @@ Each rule takes a :class:`ha_lint_context.LintContext` and returns a list of fin
 with the ids it declares (:func:`ha_lint_findings.produces`).
 """
 
-from ha_lint_findings import as_number, escaped, fmt_seconds, lint_finding, produces
+from ha_lint_findings import as_number, fmt_seconds, lint_finding, produces
+
+import ha_text
+import ha_watch
 
 # auth_timeout threshold. The default is 5 s; each dead master tried during a
 # failover costs one auth_timeout (eval_master signs in with auth_tries forced to 0,
@@ -17,13 +20,17 @@ from ha_lint_findings import as_number, escaped, fmt_seconds, lint_finding, prod
 AUTH_TIMEOUT_WARN_SECONDS = 10
 
 
+def has_alive_job(ctx):
+    """True when ``master_alive_interval`` schedules Salt's alive job (> 0)."""
+    return ctx.number("master_alive_interval") > 0
+
+
 @produces("HA201")
 def check_alive_interval(ctx):
     """HA201: without the alive job only the ZeroMQ monitor notices a dead master."""
     options = ctx.effective_options
-    if not ctx.failover or options.get("transport") == "tcp" or not ctx.flag("zmq_monitor"):
-        return []  # tcp: HA304; zmq_monitor off: HA202 (an error)
-    if ctx.number("master_alive_interval") > 0:
+    # tcp: HA304; zmq_monitor off: HA202 (an error)
+    if not ctx.failover or options.get("transport") == "tcp" or not ctx.flag("zmq_monitor") or has_alive_job(ctx):
         return []
     return [
         lint_finding(
@@ -41,9 +48,7 @@ def check_alive_interval(ctx):
 def check_zmq_monitor(ctx):
     """HA202: no disconnect monitor and no alive job: no __master_disconnected, ever."""
     options = ctx.effective_options
-    if not ctx.failover or options.get("transport") != "zeromq" or ctx.flag("zmq_monitor"):
-        return []
-    if ctx.number("master_alive_interval") > 0:
+    if not ctx.failover or options.get("transport") != "zeromq" or ctx.flag("zmq_monitor") or has_alive_job(ctx):
         return []
     return [
         lint_finding(
@@ -93,8 +98,8 @@ def check_failback(ctx):
     else:
         return []
     values = (
-        f"master_failback is True (master_type {escaped(ctx.master_type)}, transport "
-        f"{escaped(ctx.effective_options.get('transport'))}, master_alive_interval "
+        f"master_failback is True (master_type {ha_text.printable(ctx.master_type)}, transport "
+        f"{ha_text.printable(ctx.effective_options.get('transport'))}, master_alive_interval "
         f"{ctx.effective_options.get('master_alive_interval')!r})"
     )
     return [lint_finding(finding_id, severity, "master_failback", f"{values}: {why}", fix)]
@@ -175,16 +180,19 @@ def check_random_master(ctx):
 
 
 def ha_beacon_options(options):
-    """The ``ha`` beacon's options (Salt's list-of-dicts form merged), or None when not configured."""
+    """
+    The ``ha`` beacon's options merged as the beacon merges them
+    (:func:`ha_watch.beacon_options`), or None when it is not configured or its
+    configuration is not a list of dicts (the beacon's own validation says so).
+    """
     beacons = options.get("beacons")
     config = beacons.get("ha") if isinstance(beacons, dict) else None
     if config is None:
         return None
-    merged = {}
-    for item in config if isinstance(config, list) else [config]:
-        if isinstance(item, dict):
-            merged.update(item)
-    return merged
+    try:
+        return ha_watch.beacon_options(config)
+    except ValueError:
+        return None
 
 
 @produces("HA211")
@@ -192,7 +200,9 @@ def check_ha_beacon_timing(ctx):
     """
     HA211: Salt counts a beacon's ``interval`` in ``loop_interval`` units
     (salt/beacons/__init__.py), so any loop_interval but 1 s changes the ha beacon's
-    real interval, and with it the hang detection time.
+    real interval: how soon its events fire and a hung master is left once its
+    probe thread (which runs on ``probe_interval``, not on loop_interval) has seen
+    the hang.
     """
     beacon = ha_beacon_options(ctx.effective_options)
     if beacon is None:
@@ -200,12 +210,12 @@ def check_ha_beacon_timing(ctx):
     loop = ctx.number("loop_interval")
     if not loop or loop == 1:
         return []
-    interval = beacon.get("interval", 5)
+    interval = beacon.get("interval", ha_watch.DEFAULTS["interval"])
     return [
         lint_finding(
             "HA211", "warning", "loop_interval",
             f"loop_interval is {fmt_seconds(loop)} s: Salt counts the ha beacon's interval "
-            f"in loop_intervals, so interval {escaped(interval)} means "
+            f"in loop_intervals, so interval {ha_text.printable(interval)} means "
             f"{fmt_seconds(as_number(interval) * loop)} s",
             "loop_interval: 1 (Salt's default)",
         )  # fmt: skip

@@ -31,11 +31,11 @@ caller nor keep the process alive at exit.
 
 import asyncio
 import copy
+import ipaddress
 import logging
 import socket
 import threading
 import time
-import traceback
 
 import salt.payload
 import zmq
@@ -44,6 +44,8 @@ from salt.exceptions import (
     SaltDeserializationError,
     SaltReqTimeoutError,
 )
+
+import ha_text
 
 log = logging.getLogger(__name__)
 
@@ -57,48 +59,8 @@ COLLECT_SLACK = 0.1
 CHANNEL_CLOSE_GRACE = 0.2
 
 
-def validate_timeout(timeout, what="timeout", maximum=300):
-    """Return ``timeout`` as a float of seconds in (0, maximum], or raise naming the value."""
-    from salt.exceptions import SaltInvocationError  # pylint: disable=import-outside-toplevel
-
-    if isinstance(timeout, bool):
-        raise SaltInvocationError(f"{what} {timeout!r} is not a number of seconds")
-    try:
-        value = float(timeout)
-    except (TypeError, ValueError) as err:
-        raise SaltInvocationError(f"{what} {timeout!r} is not a number of seconds") from err
-    if not 0 < value <= maximum:
-        raise SaltInvocationError(f"{what} {timeout!r} is out of range (0-{maximum:g}]")
-    return value
 
 
-def printable(text):
-    """
-    ``text`` with every non-printable character escaped as ``repr`` does (a newline
-    becomes ``\\n``), printable text unchanged: for text from a file, a config or a
-    peer inside a message or a log line, so that it cannot forge a second line.
-    """
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in str(text))
-
-
-def describe_error(err):
-    """``TypeName: message`` of an exception, the message made :func:`printable`."""
-    message = printable(err)
-    return f"{type(err).__name__}: {message}" if message else type(err).__name__
-
-
-def log_fault(logger, subject, err):
-    """
-    Log an unexpected exception: a warning ``salt-ha: <subject> failed: <TypeName:
-    message>`` and, at debug, its traceback, every line of the exception's text
-    made :func:`printable` (``subject`` shows its values with ``repr``). Returns
-    ``TypeName: message`` for the caller's report.
-    """
-    fault = describe_error(err)
-    logger.warning("salt-ha: %s failed: %s", subject, fault)
-    frames = "".join(traceback.format_tb(err.__traceback__))
-    logger.debug("salt-ha: traceback of that failure (most recent call last):\n%s%s", frames, fault)
-    return fault
 
 
 def run_concurrently(tasks, timeout):
@@ -116,7 +78,7 @@ def run_concurrently(tasks, timeout):
         try:
             value = func()
         except Exception as err:  # pylint: disable=broad-except  (a probe thread reports, never dies)
-            log.debug("salt-ha: probe task %r raised %s", key, describe_error(err))
+            log.debug("salt-ha: probe task %r raised %s", key, ha_text.describe_error(err))
             value = err
         with lock:
             results[key] = value
@@ -132,6 +94,15 @@ def run_concurrently(tasks, timeout):
         return dict(results)
 
 
+def is_ip_literal(host):
+    """True for an IPv4 or IPv6 address written as such (no lookup needed)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def resolve(host, timeout):
     """
     Return the unique addresses of ``host`` (an IP literal resolves to itself).
@@ -140,6 +111,8 @@ def resolve(host, timeout):
     resolver's message; the exception type too when it is not an ``OSError``,
     e.g. ``UnicodeError`` for a label longer than 63 characters).
     """
+    if is_ip_literal(host):
+        return [host]
     found = run_concurrently(
         {host: lambda: socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}, timeout
     )
@@ -147,9 +120,9 @@ def resolve(host, timeout):
         raise OSError(f"DNS lookup of {host!r} timed out after {timeout:g} s")
     infos = found[host]
     if isinstance(infos, OSError):
-        raise OSError(f"DNS lookup of {host!r} failed: {printable(infos)}") from infos
+        raise OSError(f"DNS lookup of {host!r} failed: {ha_text.printable(infos)}") from infos
     if isinstance(infos, Exception):
-        raise OSError(f"DNS lookup of {host!r} failed: {describe_error(infos)}") from infos
+        raise OSError(f"DNS lookup of {host!r} failed: {ha_text.describe_error(infos)}") from infos
     addresses = []
     for info in infos:
         address = info[4][0]
@@ -302,7 +275,7 @@ async def _send_ping(opts, io_loop, timeout):
             # when the websocket closes before an answer.
             raise OSError("ping failed: the master closed the websocket without answering") from err
         except _answer_errors(transport) as err:
-            raise OSError(f"ping failed: {describe_error(err)}") from err
+            raise OSError(f"ping failed: {ha_text.describe_error(err)}") from err
         elapsed = time.monotonic() - started
     finally:
         await channel.close_async()
@@ -324,7 +297,7 @@ def _log_loop_leftover(_loop, context):
     log.debug(
         "salt-ha: left on a probe's event loop: %s%s",
         context.get("message", "?"),
-        f" ({describe_error(exception)})" if exception is not None else "",
+        f" ({ha_text.describe_error(exception)})" if exception is not None else "",
     )
 
 
@@ -387,46 +360,54 @@ def blank_entry(endpoint):
         "error": None,
         "connected": False,
         "publish_port_open": False,
+        "fault": False,
     }
 
 
-def probe_endpoint(endpoint, timeout, transport="zeromq", context=None):
+def probe_endpoint(endpoint, timeout, transport="zeromq", context=None, publish=True):
     """
     Probe one :class:`ha_endpoints.MasterEndpoint`; return one ``masters`` entry of
     ``ha.status`` (``connected`` is left False: the caller knows the daemon).
+    ``fault`` is True when the probe itself failed with an unexpected exception
+    (logged; ``error`` names it): that says nothing about the master. With
+    ``publish=False`` (the beacon's probe) the publish port is not checked.
     """
     deadline = time.monotonic() + timeout
     result = blank_entry(endpoint)
     try:
         result["addresses"] = resolve(endpoint.host, timeout)
     except OSError as err:
-        result["error"] = printable(err)
+        result["error"] = ha_text.printable(err)
         return result
     address = result["addresses"][0]  # the minion connects to the first address, too
 
     def remaining():
         return max(0.001, deadline - time.monotonic())
 
-    checks = run_concurrently(
-        {
-            "publish": lambda: tcp_port_open(address, endpoint.publish_port, remaining()),
-            "ping": lambda: app_ping(address, endpoint.ret_port, remaining(), transport, context),
-        },
-        remaining() + COLLECT_SLACK,
-    )
+    tasks = {"ping": lambda: app_ping(address, endpoint.ret_port, remaining(), transport, context)}
+    if publish:
+        tasks["publish"] = lambda: tcp_port_open(address, endpoint.publish_port, remaining())
+    checks = run_concurrently(tasks, remaining() + COLLECT_SLACK)
     result["publish_port_open"] = checks.get("publish") is True
     ping_error = check_error(checks, "ping", endpoint.master, timeout)
     if ping_error is not None:
         result["error"] = f"ret port {endpoint.ret_port}: {ping_error}"
+        result["fault"] = is_fault(checks.get("ping"))
         return result
     result["up"] = True
     result["latency_ms"] = round(checks["ping"] * 1000, 3)
-    if checks.get("publish") is False:
-        result["error"] = f"publish port {endpoint.publish_port} does not accept connections"
-    elif not result["publish_port_open"]:
-        publish_error = check_error(checks, "publish", endpoint.master, timeout)
-        result["error"] = f"publish port {endpoint.publish_port}: {publish_error}"
+    if publish:
+        result["error"] = publish_error(checks, endpoint, timeout)
     return result
+
+
+def publish_error(checks, endpoint, timeout):
+    """Why the publish port check in ``checks`` failed, or None when the port accepted."""
+    if checks.get("publish") is True:
+        return None
+    if checks.get("publish") is False:
+        return f"publish port {endpoint.publish_port} does not accept connections"
+    return f"publish port {endpoint.publish_port}: {check_error(checks, 'publish', endpoint.master, timeout)}"
 
 
 def is_fault(outcome):
@@ -451,10 +432,10 @@ def check_error(checks, key, master, timeout, name=None):
         return f"no answer within {timeout:g} s"
     outcome = checks[key]
     if isinstance(outcome, OSError):
-        return printable(outcome)
+        return ha_text.printable(outcome)
     if is_fault(outcome):
         name = key if name is None else name
-        return f"{name} check failed: {log_fault(log, f'the {name} check of master {master!r}', outcome)}"
+        return f"{name} check failed: {ha_text.log_fault(log, f'the {name} check of master {master!r}', outcome)}"
     return None
 
 
@@ -481,19 +462,26 @@ def app_ping(address, port, timeout, transport, context):
     return channel_ping(address, port, remaining, transport)
 
 
-def probe_endpoints(endpoints, timeout, transport="zeromq"):
-    """Probe every endpoint concurrently; one entry per endpoint, in order."""
-    context = zmq.Context()
+def probe_endpoints(endpoints, timeout, transport="zeromq", context=None, publish=True):
+    """
+    Probe every endpoint concurrently (:func:`probe_endpoint`); one entry per
+    endpoint, in order, within ``timeout`` (plus a little slack) whatever hangs.
+    ``context``: a ZeroMQ context to use (the beacon keeps one for the process's
+    life); without it one is made and destroyed here.
+    """
+    own_context = context is None
+    context = zmq.Context() if own_context else context
     try:
         found = run_concurrently(
             {
-                index: (lambda ep=endpoint: probe_endpoint(ep, timeout, transport, context))
+                index: (lambda ep=endpoint: probe_endpoint(ep, timeout, transport, context, publish))
                 for index, endpoint in enumerate(endpoints)
             },
             timeout + 2 * COLLECT_SLACK,
         )
     finally:
-        context.destroy(linger=0)
+        if own_context:
+            context.destroy(linger=0)
     results = []
     for index, endpoint in enumerate(endpoints):
         entry = found.get(index)
@@ -501,9 +489,9 @@ def probe_endpoints(endpoints, timeout, transport="zeromq"):
             entry = blank_entry(endpoint)
             entry["error"] = f"probe did not finish within {timeout:g} s"
         elif isinstance(entry, Exception):
-            fault = log_fault(log, f"the probe of master {endpoint.master!r}", entry)
+            fault = ha_text.log_fault(log, f"the probe of master {endpoint.master!r}", entry)
             entry = blank_entry(endpoint)
-            entry["error"] = f"probe failed: {fault}"
+            entry.update(error=f"probe failed: {fault}", fault=True)
         results.append(entry)
     return results
 
@@ -523,7 +511,7 @@ def resolve_each(hosts, timeout):
         if host not in found:
             outcome = OSError(f"DNS lookup of {host!r} timed out after {timeout:g} s")
         elif is_fault(outcome):
-            fault = log_fault(log, f"the DNS lookup of {host!r}", outcome)
+            fault = ha_text.log_fault(log, f"the DNS lookup of {host!r}", outcome)
             outcome = OSError(f"DNS lookup of {host!r} failed: {fault}")
         results[host] = outcome
     return results

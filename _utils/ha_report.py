@@ -11,6 +11,7 @@ from salt.exceptions import CommandExecutionError, SaltException
 
 import ha_lint
 import ha_probe
+import ha_text
 from ha_lint import finding, sort_findings
 
 SEVERITIES = tuple(ha_lint.SEVERITY_ORDER)
@@ -27,7 +28,7 @@ def probe_findings(masters, connected, connection_error=None):
     for entry in masters:
         if entry["up"]:
             continue
-        error = ha_probe.printable(entry["error"])
+        error = ha_text.printable(entry["error"])
         if entry["connected"]:
             found.append(
                 finding(
@@ -53,7 +54,7 @@ def probe_findings(masters, connected, connection_error=None):
                 "warning",
                 "master",
                 "cannot tell which master the salt-minion daemon is connected to: "
-                f"{ha_probe.printable(connection_error)}",
+                f"{ha_text.printable(connection_error)}",
                 "run this as root (or as the salt-minion's user), which can read the "
                 "daemon's pidfile and sockets",
             )
@@ -140,7 +141,7 @@ def nagios_line(status, warn=None, crit=None):
     if errors:
         message += f", {errors} config error(s)"
     line = f"SALT-HA {state} - {message} | {perfdata(status, warn, crit)}"
-    return NAGIOS_CODES[state], ha_probe.printable(line)  # one line, whatever the master names hold
+    return NAGIOS_CODES[state], ha_text.printable(line)  # one line, whatever the master names hold
 
 
 def unknown_line(error):
@@ -149,9 +150,9 @@ def unknown_line(error):
     message, any other exception as ``TypeName: message``; always one line.
     """
     if isinstance(error, Exception) and not isinstance(error, SaltException):
-        text = ha_probe.describe_error(error)
+        text = ha_text.describe_error(error)
     else:
-        text = ha_probe.printable(error)
+        text = ha_text.printable(error)
     return NAGIOS_CODES["UNKNOWN"], f"SALT-HA UNKNOWN - {text}"
 
 
@@ -172,7 +173,7 @@ def prometheus_text(status):
                 "(salt-pip install prometheus_client for onedir Salt)"
             ) from err
         raise CommandExecutionError(
-            f"prometheus_client cannot be imported ({ha_probe.describe_error(err)}); ha.metrics "
+            f"prometheus_client cannot be imported ({ha_text.describe_error(err)}); ha.metrics "
             "needs it: pip install --force-reinstall prometheus_client"
         ) from err
     registry = CollectorRegistry()

@@ -25,7 +25,8 @@ import ha_config_file
 import ha_files
 import ha_keys
 import ha_lint
-from ha_lint_findings import escaped
+import ha_text
+import ha_validate
 
 HEADER = "# Managed by Salt (salt-ha state {state}): local changes are overwritten.\n"
 PUBLIC_MODE = 0o644
@@ -33,7 +34,6 @@ PRIVATE_MODE = 0o400  # what salt.crypt.write_keys gives master.pem
 
 DEFAULT_ALIVE_INTERVAL = 10
 DEFAULT_FAILBACK_INTERVAL = 30
-MAX_INTERVAL = 86400
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,24 +165,6 @@ def stat_mode(path):
     return os.stat(path).st_mode & 0o7777
 
 
-def validate_seconds(value, what, minimum):
-    """An integer number of seconds >= ``minimum``; raises naming ``what`` and the value."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SaltInvocationError(
-            f"{what} {value!r} is not a whole number of seconds (write it unquoted)"
-        )
-    if value < minimum or value > MAX_INTERVAL:
-        raise SaltInvocationError(
-            f"{what} {value!r} is out of range ({minimum}-{MAX_INTERVAL} seconds)"
-        )
-    return value
-
-
-def validate_flag(value, what):
-    """``value`` if it is True or False; raises naming ``what`` otherwise."""
-    if not isinstance(value, bool):
-        raise SaltInvocationError(f"{what} {value!r} is not True or False")
-    return value
 
 
 # --- ha.minion_failover ------------------------------------------------------------------
@@ -224,25 +206,19 @@ def failover_options(
     options = {
         "master": validate_masters(masters),
         "master_type": "failover",
-        "master_alive_interval": validate_seconds(alive_interval, "alive_interval", 1),
-        "master_failback": validate_flag(failback, "failback"),
-        "retry_dns": validate_seconds(retry_dns, "retry_dns", 0),
+        "master_alive_interval": ha_validate.validate_seconds(alive_interval, "alive_interval", 1),
+        "master_failback": ha_validate.validate_flag(failback, "failback"),
+        "retry_dns": ha_validate.validate_seconds(retry_dns, "retry_dns", 0),
         "random_master": False,
     }
-    interval = validate_seconds(failback_interval, "failback_interval", 1)
+    interval = ha_validate.validate_seconds(failback_interval, "failback_interval", 1)
     if failback:
         options["master_failback_interval"] = interval
     for option, value in (("master_port", master_port), ("publish_port", publish_port)):
         if value is not None:
-            options[option] = validate_port(value, option)
+            options[option] = ha_validate.validate_port(value, option)
     return options
 
-
-def validate_port(value, what):
-    """``value`` if it is a port number; raises naming ``what`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise SaltInvocationError(f"{what} {value!r} is not a port number (1-65535)")
-    return value
 
 
 def lint_failover(options, port_context=None):
@@ -260,7 +236,7 @@ def lint_failover(options, port_context=None):
 
 def finding_text(item):
     """A lint finding in one line: id, option, message, suggestion."""
-    return f"{item['id']} {escaped(item['option'])}: {item['message']} (suggestion: {item['suggestion']})"
+    return f"{item['id']} {ha_text.printable(item['option'])}: {item['message']} (suggestion: {item['suggestion']})"
 
 
 def plan_minion_failover(name, conf_file, options, port_context=None):
@@ -305,7 +281,7 @@ def validate_settings(settings, where="settings"):
     for key, value in settings.items():
         if not isinstance(key, str) or not key.strip():
             raise SaltInvocationError(f"{where} key {key!r} is not an option name")
-        validate_value(value, f"{where}:{escaped(key)}")
+        validate_value(value, f"{where}:{ha_text.printable(key)}")
     return settings
 
 

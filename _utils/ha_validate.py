@@ -10,14 +10,19 @@ MAX_TIMEOUT = 300
 MAX_INTERVAL = 86400
 
 
+def _number(value, convert, what, kind):
+    """``convert(value)``, refusing booleans and what does not convert, as ``<what> <value> is not <kind>``."""
+    if isinstance(value, bool):
+        raise SaltInvocationError(f"{what} {value!r} is not {kind}")
+    try:
+        return convert(value)
+    except (TypeError, ValueError) as err:
+        raise SaltInvocationError(f"{what} {value!r} is not {kind}") from err
+
+
 def validate_port(value, what):
     """``value`` (an int or a string of digits) as a TCP port number 1-65535."""
-    if isinstance(value, bool):
-        raise SaltInvocationError(f"{what} {value!r} is not a port number")
-    try:
-        port = int(value)
-    except (TypeError, ValueError) as err:
-        raise SaltInvocationError(f"{what} {value!r} is not a port number") from err
+    port = _number(value, int, what, "a port number")
     if str(port) != str(value).strip() and not isinstance(value, int):
         raise SaltInvocationError(f"{what} {value!r} is not a port number")
     if not 1 <= port <= 65535:
@@ -27,12 +32,7 @@ def validate_port(value, what):
 
 def validate_timeout(timeout, what="timeout", maximum=MAX_TIMEOUT):
     """``timeout`` as a float of seconds in (0, maximum]."""
-    if isinstance(timeout, bool):
-        raise SaltInvocationError(f"{what} {timeout!r} is not a number of seconds")
-    try:
-        value = float(timeout)
-    except (TypeError, ValueError) as err:
-        raise SaltInvocationError(f"{what} {timeout!r} is not a number of seconds") from err
+    value = _number(timeout, float, what, "a number of seconds")
     if not 0 < value <= maximum:
         raise SaltInvocationError(f"{what} {timeout!r} is out of range (0-{maximum:g}]")
     return value

@@ -88,6 +88,7 @@ import time
 
 import ha_connection
 import ha_probe
+import ha_text
 import salt.utils.beacons
 
 log = logging.getLogger(__name__)
@@ -485,53 +486,21 @@ def shared_zmq_context():
 
 def tick_probe(endpoints, timeout, transport="zeromq"):
     """
-    The lean probe of a beacon tick: the application-level ping of each master's
-    ret port (``ha_probe.app_ping``), concurrently, bounded by ``timeout``; one
-    thread per master, one ZeroMQ context for the process's life, DNS only for
-    names (``ha_probe.resolve_each``), no publish-port check. ``ha.status`` keeps
-    the full probe.
+    The probe of a beacon round: ``ha_probe.probe_endpoints`` (the probe of
+    ``ha.status``) without the publish-port check, with one ZeroMQ context for the
+    process's life, concurrently, bounded by ``timeout``.
 
-    Returns one ``{"master", "addresses", "ret_port", "publish_port", "up",
-    "error"}`` per endpoint, in order (enough for ``ha_connection.mark_connected``).
-    ``up`` is True (answered), False (no address, refused, no answer within
-    ``timeout``: ``error`` says which) or None when the probe itself failed with
-    an unexpected exception: that is logged as a warning and ``error`` names its
-    type and message (:func:`tick` then keeps the master's previous memory).
+    Returns one ``ha.status`` ``masters`` entry per endpoint, in order (enough for
+    ``ha_connection.mark_connected``), where ``up`` is True (answered), False (no
+    address, refused, no answer within ``timeout``: ``error`` says which) or None
+    when the probe itself failed with an unexpected exception (``fault``): that is
+    logged as a warning and ``error`` names its type and message (:func:`tick`
+    then keeps the master's previous memory).
     """
-    deadline = time.monotonic() + timeout
-
-    def remaining():
-        return max(0.001, deadline - time.monotonic())
-
-    names = [endpoint.host for endpoint in endpoints if not endpoint.is_ip]
-    resolved = ha_probe.resolve_each(names, timeout) if names else {}
-    context = shared_zmq_context()
-    entries, tasks = [], {}
-    for index, endpoint in enumerate(endpoints):
-        lookup = [endpoint.host] if endpoint.is_ip else resolved[endpoint.host]
-        addresses = lookup if isinstance(lookup, list) else []
-        entries.append(
-            {
-                "master": endpoint.master,
-                "addresses": addresses,
-                "ret_port": endpoint.ret_port,
-                "publish_port": endpoint.publish_port,
-                "up": False,
-                "error": None if addresses else ha_probe.printable(lookup or f"no address for {endpoint.host!r}"),
-            }
-        )
-        if addresses:
-            tasks[index] = lambda ep=endpoint, address=addresses[0]: ha_probe.app_ping(
-                address, ep.ret_port, remaining(), transport, context
-            )
-    found = ha_probe.run_concurrently(tasks, remaining() + ha_probe.COLLECT_SLACK)
-    for index in tasks:
-        entry = entries[index]
-        error = ha_probe.check_error(found, index, entry["master"], timeout, name="ping")
-        if error is not None:
-            error = f"ret port {entry['ret_port']}: {error}"
-        entry["up"] = None if ha_probe.is_fault(found.get(index)) else error is None
-        entry["error"] = error
+    entries = ha_probe.probe_endpoints(endpoints, timeout, transport, context=shared_zmq_context(), publish=False)
+    for entry in entries:
+        if entry["fault"]:
+            entry["up"] = None
     return entries
 
 
@@ -659,7 +628,7 @@ class ProbeWorker:
         try:
             entries = tick_probe(self.endpoints, self.timeout, self.transport)
         except Exception as err:  # pylint: disable=broad-except  (a fault of the probe: no news, keep probing)
-            fault = ha_probe.log_fault(log, f"the probe round of the ha beacon {self.name!r}", err)
+            fault = ha_text.log_fault(log, f"the probe round of the ha beacon {self.name!r}", err)
             entries = [
                 {"master": ep.master, "addresses": [], "ret_port": ep.ret_port, "publish_port": ep.publish_port,
                  "up": None, "error": f"probe failed: {fault}"}
@@ -692,7 +661,7 @@ class ProbeWorker:
             self.exit = "stopped"
         except Exception as err:  # pylint: disable=broad-except  (logged; the next tick starts a new worker)
             self.exit = "fault"
-            ha_probe.log_fault(log, f"the probe worker of the ha beacon {self.name!r}", err)
+            ha_text.log_fault(log, f"the probe worker of the ha beacon {self.name!r}", err)
 
 
 def probe_worker(name, endpoints, settings, transport="zeromq"):

@@ -21,6 +21,8 @@ from salt.exceptions import SaltInvocationError
 
 import ha_endpoints
 import ha_probe
+import ha_text
+import ha_validate
 from tests.support import fake_master as fake_master_lib
 
 pytestmark = [
@@ -87,30 +89,6 @@ def timed(func, *args, **kwargs):
     started = time.monotonic()
     result = func(*args, **kwargs)
     return result, time.monotonic() - started
-
-
-# --- validate_timeout ---------------------------------------------------------
-
-
-@pytest.mark.parametrize("value,expected", [("2", 2.0), (2, 2.0), (0.5, 0.5), ("0.25", 0.25), (300, 300.0)], ids=repr)
-def test_validate_timeout_good(value, expected):
-    result = ha_probe.validate_timeout(value)
-    assert result == expected
-    assert isinstance(result, float)
-
-
-@pytest.mark.parametrize(
-    "value", ["abc", "", 0, "0", -1, 301, 1e9, float("nan"), True, False, None, [2]], ids=repr
-)
-def test_validate_timeout_bad(value):
-    with pytest.raises(SaltInvocationError) as err:
-        ha_probe.validate_timeout(value)
-    assert str(err.value).startswith(f"timeout {value!r} ")
-
-
-def test_validate_timeout_names_the_option():
-    with pytest.raises(SaltInvocationError, match="^probe_timeout 'x' "):
-        ha_probe.validate_timeout("x", what="probe_timeout")
 
 
 # --- run_concurrently ---------------------------------------------------------
@@ -232,6 +210,7 @@ def test_probe_endpoint_up(fake_master, listening_port, zmq_context):
         "error": None,
         "connected": False,
         "publish_port_open": True,
+        "fault": False,
     }
 
 
@@ -352,41 +331,6 @@ def test_probe_endpoints_empty():
 LONG_LABEL = "a" * 64 + ".example"  # a DNS label longer than 63 characters: UnicodeError, not OSError
 
 
-@pytest.mark.parametrize(
-    "text,shown",
-    [
-        ("plain text", "plain text"),
-        ("two\nlines", "two\\nlines"),
-        ("cr\rlf\r\n", "cr\\rlf\\r\\n"),
-        ("tab\there", "tab\\there"),
-        ("bell\x07 esc\x1b[31m", "bell\\x07 esc\\x1b[31m"),
-        ("nel\x85 ls\u2028", "nel\\x85 ls\\u2028"),
-        ("quotes ' \" and \\ stay", "quotes ' \" and \\ stay"),
-        ("café", "café"),
-        (ValueError("in\nan error"), "in\\nan error"),
-        (None, "None"),
-    ],
-    ids=repr,
-)
-def test_printable(text, shown):
-    assert ha_probe.printable(text) == shown
-    assert ha_probe.printable(shown) == shown  # printable text stays as it is
-
-
-@pytest.mark.parametrize(
-    "err,text",
-    [
-        (ValueError("bad\nvalue"), "ValueError: bad\\nvalue"),
-        (KeyError("master"), "KeyError: 'master'"),
-        (RuntimeError(), "RuntimeError"),
-        (ConnectionRefusedError(111, "Connection refused"), "ConnectionRefusedError: [Errno 111] Connection refused"),
-    ],
-    ids=repr,
-)
-def test_describe_error(err, text):
-    assert ha_probe.describe_error(err) == text
-
-
 def test_resolve_names_an_error_that_is_not_an_oserror():
     with pytest.raises(OSError) as err:
         ha_probe.resolve(LONG_LABEL, 2)
@@ -458,7 +402,7 @@ def test_probe_endpoint_names_an_exception_of_the_publish_check(monkeypatch, fak
 
 
 def test_probe_endpoints_names_an_exception_of_the_probe_not_a_timeout(monkeypatch, caplog, listening_port):
-    def broken_probe(endpoint_, timeout, transport, context):
+    def broken_probe(endpoint_, timeout, transport, context, publish):
         raise KeyError("ret_port")
 
     monkeypatch.setattr(ha_probe, "probe_endpoint", broken_probe)
@@ -467,6 +411,7 @@ def test_probe_endpoints_names_an_exception_of_the_probe_not_a_timeout(monkeypat
         (result,) = ha_probe.probe_endpoints([target], 1)
     assert result["up"] is False
     assert result["error"] == "probe failed: KeyError: 'ret_port'"
+    assert result["fault"] is True
     messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert messages == ["salt-ha: the probe of master 'm\\n1' failed: KeyError: 'ret_port'"]
 
@@ -476,23 +421,6 @@ def test_probe_endpoints_says_a_probe_that_did_not_finish_timed_out(monkeypatch,
     (result,) = ha_probe.probe_endpoints([endpoint(listening_port(), listening_port())], 0.3)
     assert result["up"] is False
     assert result["error"] == "probe did not finish within 0.3 s"
-
-
-def test_log_fault_escapes_the_message_in_the_warning_and_the_traceback(caplog):
-    logger = logging.getLogger("tests.log_fault")
-    try:
-        raise ValueError("x\nforged: a line of its own")
-    except ValueError as err:
-        caught = err
-    with caplog.at_level("DEBUG", logger="tests.log_fault"):
-        fault = ha_probe.log_fault(logger, "the probe of master 'm1'", caught)
-    assert fault == "ValueError: x\\nforged: a line of its own"
-    warning, debug = caplog.records
-    assert (warning.levelname, debug.levelname) == ("WARNING", "DEBUG")
-    assert warning.getMessage() == f"salt-ha: the probe of master 'm1' failed: {fault}"
-    assert "test_log_fault_escapes_the_message" in debug.getMessage()  # the frames are there
-    assert debug.getMessage().endswith(fault)
-    assert not any(line.startswith("forged") for line in debug.getMessage().splitlines())
 
 
 # --- every transport: zeromq by hand, tcp and ws through Salt's request channel ---
@@ -750,7 +678,7 @@ def measure_growth(ping, count):
     """
     Descriptors and threads (kernel's count, Python's count) before and after
     ``count`` pings, after a warm-up. The "after" figures are read again for up to
-    2 s until they are back to "before": a thread that shuts a loop's executor
+    10 s (a loaded machine is slow to settle) until they are back to "before": a thread that shuts a loop's executor
     down, or ZeroMQ's reaper closing a socket, finishes a moment after the ping
     returned. A leak does not settle.
     """
@@ -759,7 +687,7 @@ def measure_growth(ping, count):
     before = open_descriptors(), os_threads(), threading.active_count()
     for _ in range(count):
         ping()
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + 10
     while True:
         after = open_descriptors(), os_threads(), threading.active_count()
         if all(now <= then for now, then in zip(after, before)) or time.monotonic() > deadline:

@@ -90,8 +90,8 @@ BAD_FAILOVER_INPUTS = [
     ({"failback_interval": -5}, "failback_interval -5 is out of range"),
     ({"retry_dns": -1}, "retry_dns -1 is out of range"),
     ({"failback": "yes"}, "failback 'yes' is not True or False"),
-    ({"master_port": 0}, "master_port 0 is not a port number"),
-    ({"publish_port": "4505"}, "publish_port '4505' is not a port number"),
+    ({"master_port": 0}, "master_port 0 is out of range (1-65535)"),
+    ({"publish_port": "east"}, "publish_port 'east' is not a port number"),
 ]
 
 
