@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh clone:
-#   make test   creates/refreshes .venv, runs the whole suite
+#   make test   creates/refreshes .venv, runs ruff and the whole suite
 #   make demo   creates/refreshes .venv, runs the two-master failover lab
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 test: venv
+	$(PY) -m ruff check .
 	$(PY) -m pytest -p no:cacheprovider
 
 demo: venv

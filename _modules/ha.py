@@ -14,6 +14,10 @@ Works inside the daemon (``salt <id> ha.status``), from ``salt-call`` and from
 import logging
 import time
 
+import psutil
+import salt.utils.event
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
 import ha_config_file
 import ha_connection
 import ha_endpoints
@@ -25,9 +29,6 @@ import ha_report
 import ha_text
 import ha_validate
 import ha_watch
-import psutil
-import salt.utils.event
-from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 log = logging.getLogger(__name__)
 

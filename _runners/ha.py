@@ -13,6 +13,9 @@ The work itself is in ``_utils``: ``ha_sync`` (inventories, key sync),
 
 import logging
 
+import salt.utils.sdb
+from salt.exceptions import SaltInvocationError
+
 import ha_drift
 import ha_keyreceive
 import ha_keystore
@@ -20,8 +23,6 @@ import ha_keysync
 import ha_peers
 import ha_readiness
 import ha_sync
-import salt.utils.sdb
-from salt.exceptions import SaltInvocationError
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def receive_keys(items):
     log.info(
         "Received keys: %d accepted, %d deleted, %d conflicts, %d refused",
         len(result["accepted"]), len(result["deleted"]), len(result["conflicts"]), len(result["refused"]),
-    )  # fmt: skip
+    )
     return {"master": __opts__.get("id"), **result}
 
 

@@ -20,10 +20,11 @@ escaped (``repr``) in comments.
 import logging
 import os
 
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
 import ha_restart
 import ha_state
 import ha_validate
-from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,8 @@ def minion_failover(
     .. code-block:: bash
 
         salt '*' state.single ha.minion_failover ha-failover.conf masters='[salt1, salt2]'
-        salt-call state.single ha.minion_failover /etc/salt/minion.d/ha-failover.conf masters='[10.0.0.1, 10.0.0.2]' failback=True restart=True
+        salt-call state.single ha.minion_failover ha-failover.conf masters='[10.0.0.1, 10.0.0.2]' restart=True
+        salt-call state.single ha.minion_failover ha-failover.conf masters='[salt1, salt2]' failback=True
     """
     context = {key: __opts__[key] for key in ("master_port", "publish_port") if __opts__.get(key)}
 

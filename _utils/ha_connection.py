@@ -22,7 +22,6 @@ import psutil
 import salt.utils.files
 from salt.exceptions import CommandExecutionError
 
-import ha_probe
 import ha_text
 
 log = logging.getLogger(__name__)

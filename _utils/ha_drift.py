@@ -29,7 +29,7 @@ HA_OPTIONS = (
     "fileserver_backend", "gitfs_remotes", "gitfs_base", "gitfs_saltenv", "ext_pillar",
     "pillarenv", "pillar_source_merging_strategy", "state_top", "top_file_merging_strategy",
     "env_order", "default_top", "file_ignore_regex", "file_ignore_glob", "cluster_id",
-)  # fmt: skip
+)
 SECRET_KEY = re.compile(r"pass|secret|token|private|credential|api_?key", re.IGNORECASE)
 URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
 SKIP_DIRS = frozenset({".git", ".svn", ".hg", "__pycache__"})

@@ -107,4 +107,4 @@ def estimate_finding(opts):
         f"estimated worst-case failover: {closed}; {hung}",
         "see the warnings and errors above to shorten it; for hung masters add the salt-ha "
         "beacon (beacons: {ha: []}: it probes every 0.5 s and leaves a master silent for 2 s)",
-    )  # fmt: skip
+    )

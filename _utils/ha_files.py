@@ -164,7 +164,7 @@ def atomic_write_all(writes, backup=True):
     roll_back_copies = backup or len(staged) > 1
     current, step = None, "staging a temp file"
     try:
-        for item, (_path, data, mode) in zip(staged, writes):
+        for item, (_path, data, mode) in zip(staged, writes, strict=True):
             current = item
             item.previous = os.stat(item.path) if os.path.exists(item.path) else None
             stage(item, data, mode)
@@ -187,7 +187,7 @@ def atomic_write_all(writes, backup=True):
     if not backup:
         for item in staged:
             remove_leftover(item.copy)
-    for item, kept in zip(staged, saved):
+    for item, kept in zip(staged, saved, strict=True):
         log.debug("Wrote %r atomically (backup: %r)", item.path, kept)
     return saved
 

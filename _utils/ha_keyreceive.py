@@ -73,9 +73,8 @@ def check_batch(opts, items):
     counts = collections.Counter(item["id"] for item in valid)
     for item in [item for item in valid if counts[item["id"]] > 1]:
         actions = ", ".join(other["action"] for other in valid if other["id"] == item["id"])
-        refused.append(
-            {"id": item["id"], "reason": f"{counts[item['id']]} items of one batch name this minion ({actions}); one per minion"}
-        )
+        reason = f"{counts[item['id']]} items of one batch name this minion ({actions}); one per minion"
+        refused.append({"id": item["id"], "reason": reason})
     valid = [item for item in valid if counts[item["id"]] == 1]
     for entry in refused:
         log.warning("Refused a received key item for %s: %s", entry["id"], entry["reason"])

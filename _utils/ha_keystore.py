@@ -442,7 +442,10 @@ class KeyStore:
             if os.path.isfile(pending) and not os.path.islink(pending):
                 os.remove(pending)
         except OSError as err:
-            log.warning("Accepted %s, but cannot remove its pending copy %s: %s", ha_text.shown(minion_id), ha_text.shown(pending), err)
+            log.warning(
+                "Accepted %s, but cannot remove its pending copy %s: %s",
+                ha_text.shown(minion_id), ha_text.shown(pending), err,
+            )
 
     @staticmethod
     def _flush_folder(folder):

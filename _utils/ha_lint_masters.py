@@ -47,7 +47,7 @@ def check_master_type(ctx):
             f"master_type {value!r} is not one of {', '.join(MASTER_TYPES)}: the minion "
             "logs \"Invalid keyword\" and exits at start-up",
             f"master_type: {close[0] if close else 'failover'}",
-        )  # fmt: skip
+        )
     ]
 
 
@@ -67,7 +67,7 @@ def check_master_entries(ctx):
                 "write master: [master1.example.com, master2.example.com] with host names "
                 "or IP addresses only",
             ),
-        )  # fmt: skip
+        )
     ]
 
 
@@ -83,7 +83,7 @@ def check_master_count(ctx):
             f"master_type is {ctx.master_type} but master lists {len(ctx.endpoints)} "
             f"master ({only}): there is nothing to fail over to",
             f"master: [{only}, <second master>] (at least two masters)",
-        )  # fmt: skip
+        )
     ]
 
 
@@ -106,7 +106,7 @@ def check_list_without_failover(ctx):
             "publishes jobs), not failover",
             "master_type: failover (and master_alive_interval: 10); keep master_type: str "
             "only if you want hot multi-master",
-        )  # fmt: skip
+        )
     ]
 
 
@@ -125,7 +125,7 @@ def check_duplicate_masters(ctx):
                     f"({endpoint.host} port {endpoint.ret_port}): failing over from it "
                     "leads to the same dead master",
                     f"list every master once: master: [{dedup_text(ctx.endpoints)}]",
-                )  # fmt: skip
+                )
             )
         seen.setdefault(key, endpoint.master)
     return findings
@@ -162,7 +162,7 @@ def check_host_port_entries(ctx):
             f"run every master on the same ports on its own host and write host-only "
             f"entries: master: [{dedup_text(ctx.endpoints)}], "
             f"master_port: {ctx.endpoints[0].ret_port}",
-        )  # fmt: skip
+        )
     ]
 
 
@@ -182,7 +182,7 @@ def check_ret_ports(ctx):
             "only, so a master publishing elsewhere looks disconnected",
             f"give every master the same ret_port and publish_port and write host-only "
             f"entries with master_port: {ports[0]} and publish_port: {publish}",
-        )  # fmt: skip
+        )
     ]
 
 
@@ -202,7 +202,7 @@ def check_inherited_ports(ctx):
                 f"not on master_port {default_port}",
                 f"write every entry without a port and set master_port once "
                 f"(master: [{dedup_text(ctx.endpoints)}])",
-            )  # fmt: skip
+            )
         )
     return findings
 
@@ -221,7 +221,7 @@ def check_master_uri_format(ctx):
             f"master_uri_format is ip_only but master entries {', '.join(bad)} are not "
             "bare IP addresses: the minion fails parsing them (ValueError) when connecting",
             "list the masters as bare IP addresses, or remove master_uri_format",
-        )  # fmt: skip
+        )
     ]
 
 

@@ -46,7 +46,7 @@ def unresolved_finding(ctx, host):
         f"master name '{host}' does not resolve: {effect}",
         f"make '{host}' resolvable on the minion (DNS or /etc/hosts) or list that master "
         "by its IP address",
-    )  # fmt: skip
+    )
 
 
 def shared_address_findings(endpoints, addresses):
@@ -65,7 +65,7 @@ def shared_address_findings(endpoints, addresses):
             "minion cannot tell them apart (status.master checks by IP), and if they are "
             "one machine a failover goes nowhere",
             "give every master its own address",
-        )  # fmt: skip
+        )
         for address, hosts in owners.items()
         if len(hosts) > 1
     ]
@@ -98,7 +98,7 @@ def check_retry_dns(ctx):
             "HA303", severity, "retry_dns",
             f"retry_dns is {fmt_seconds(retry)}{written} with master_type {ctx.master_type}: {why}",
             "retry_dns: 0",
-        )  # fmt: skip
+        )
     ]
 
 
@@ -118,5 +118,5 @@ def check_tcp_transport(ctx):
             f"({ctx.effective_options.get('master_alive_interval')!r}) and master_failback do nothing; "
             "only a closed connection triggers a failover",
             "transport: zeromq (on the minion and every master)",
-        )  # fmt: skip
+        )
     ]

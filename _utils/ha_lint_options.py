@@ -25,7 +25,7 @@ NON_OPTION_KEYS = frozenset(
         "local_masters", "master_uri_list", "multimaster", "beacons_leader",
         "resources", "detect_mode", "source_ip", "proxy",
     }
-)  # fmt: skip
+)
 
 # Names people write for failover concepts that Salt does not know, and what to
 # write instead. Checked before the close-match search.
@@ -54,17 +54,17 @@ CONCEPT_SUGGESTIONS = {
         "master_random", "random_masters", "shuffle_masters", "randomize_masters",
         "master_randomize",
     ),
-}  # fmt: skip
+}
 CONCEPTS = {name: fix for fix, names in CONCEPT_SUGGESTIONS.items() for name in names}
 
 NUMERIC_OPTIONS = (
     "master_alive_interval", "master_failback_interval", "auth_timeout", "auth_tries",
     "auth_retries", "acceptance_wait_time", "acceptance_wait_time_max", "retry_dns",
     "master_tries",
-)  # fmt: skip
+)
 BOOL_OPTIONS = (
     "master_failback", "zmq_monitor", "random_master", "master_shuffle", "auth_safemode",
-)  # fmt: skip
+)
 STR_OPTIONS = ("master_type", "transport")
 RECOMMENDED = {
     "master_type": "failover",
@@ -110,7 +110,7 @@ def unknown_option_finding(key, value, known):
             f"{key!r} is not a Salt minion option: Salt ignores it silently, so this "
             "setting does nothing for failover",
             f"did you mean {fix}? Write `{fix}`{also} and remove {key!r}",
-        )  # fmt: skip
+        )
     match = normalized if normalized in known else None
     match = match or next(iter(difflib.get_close_matches(normalized, known, n=1, cutoff=0.8)), None)
     if match:
@@ -119,13 +119,13 @@ def unknown_option_finding(key, value, known):
             f"{key!r} is not a Salt minion option (Salt ignores it silently); "
             f"it looks like a misspelling of '{match}'",
             f"did you mean {match}? Write `{match}: {yaml_value(value)}` instead of {key!r}",
-        )  # fmt: skip
+        )
     return lint_finding(
         "HA403", "warning", key,
         f"unknown option {key!r}: it is not a Salt minion option and Salt ignores it "
         "silently (unless a custom module reads it)",
         f"remove {key!r} or check its spelling against the minion configuration reference",
-    )  # fmt: skip
+    )
 
 
 @produces("HA404")
@@ -158,7 +158,7 @@ def type_finding(option, value):
         "logs a warning at start-up, then uses the value as is (a quoted number makes "
         "the minion fail when it compares it)",
         f"write {option}: {typed_example(option, value)} (unquoted)",
-    )  # fmt: skip
+    )
 
 
 def typed_example(option, value):

@@ -7,10 +7,9 @@ Each rule takes a :class:`ha_lint_context.LintContext` and returns a list of fin
 with the ids it declares (:func:`ha_lint_findings.produces`).
 """
 
-from ha_lint_findings import as_number, fmt_seconds, lint_finding, produces
-
 import ha_text
 import ha_watch
+from ha_lint_findings import as_number, fmt_seconds, lint_finding, produces
 
 # auth_timeout threshold. The default is 5 s; each dead master tried during a
 # failover costs one auth_timeout (eval_master signs in with auth_tries forced to 0,
@@ -40,7 +39,7 @@ def check_alive_interval(ctx):
             "dead master, and master_failback cannot run (a hung master is never left "
             "either way)",
             "master_alive_interval: 10",
-        )  # fmt: skip
+        )
     ]
 
 
@@ -57,7 +56,7 @@ def check_zmq_monitor(ctx):
             f"{options.get('master_alive_interval')!r}: nothing fires __master_disconnected, "
             "so the minion never fails over (measured)",
             "zmq_monitor: True and master_alive_interval: 10",
-        )  # fmt: skip
+        )
     ]
 
 
@@ -76,7 +75,7 @@ def check_failback(ctx):
             "HA203", "warning",
             "master_failback is only used with master_type failover, so it is ignored",
             "master_type: failover",
-        )  # fmt: skip
+        )
     elif ctx.effective_options.get("transport") == "tcp" or alive <= 0:
         finding_id, severity, why, fix = (
             "HA204", "error",
@@ -85,7 +84,7 @@ def check_failback(ctx):
                 "not tcp and master_alive_interval > 0), so the minion never fails back"
             ),
             "master_alive_interval: 10 (and transport: zeromq)",
-        )  # fmt: skip
+        )
     elif ctx.number("master_failback_interval") <= 0:
         finding_id, severity, why, fix = (
             "HA205", "info",
@@ -94,7 +93,7 @@ def check_failback(ctx):
                 f"({fmt_seconds(alive)} s) for it"
             ),
             f"master_failback_interval: {fmt_seconds(alive)} (to make it explicit)",
-        )  # fmt: skip
+        )
     else:
         return []
     values = (
@@ -121,7 +120,7 @@ def check_auth_timeout(ctx):
             finding_id, severity, "auth_timeout",
             f"auth_timeout is {ctx.effective_options.get('auth_timeout')!r} s: {why}",
             "auth_timeout: 5 (the default)",
-        )  # fmt: skip
+        )
     ]
 
 
@@ -145,7 +144,7 @@ def check_auth_safemode(ctx):
             f"auth_safemode is True with master_type {ctx.master_type} (auth_retries "
             f"{ctx.effective_options.get('auth_retries')!r}): {why}",
             "auth_safemode: False",
-        )  # fmt: skip
+        )
     ]
 
 
@@ -163,7 +162,7 @@ def check_random_master(ctx):
                 "HA210", "warning", "master_shuffle",
                 "master_shuffle is True: it is deprecated and only copied to random_master",
                 "random_master: True (and remove master_shuffle)",
-            )  # fmt: skip
+            )
         )
     if ctx.failover and (ctx.flag("random_master") or ctx.flag("master_shuffle")):
         findings.append(
@@ -174,7 +173,7 @@ def check_random_master(ctx):
                 "failover may try a dead master first (+auth_timeout "
                 f"{fmt_seconds(ctx.number('auth_timeout'))} s)",
                 "random_master: False, unless spreading minions over the masters matters more",
-            )  # fmt: skip
+            )
         )
     return findings
 
@@ -218,5 +217,5 @@ def check_ha_beacon_timing(ctx):
             f"in loop_intervals, so interval {ha_text.printable(interval)} means "
             f"{fmt_seconds(as_number(interval) * loop)} s",
             "loop_interval: 1 (Salt's default)",
-        )  # fmt: skip
+        )
     ]

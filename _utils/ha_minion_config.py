@@ -146,7 +146,7 @@ def check_include_tree(path, option, pattern, included_by=None, chain=()):
                         f"includes {nested!r}, which includes it back: an include cycle, Salt "
                         "follows it until it crashes",
                         EXITS, pattern, included_by,
-                    )  # fmt: skip
+                    )
                 )
                 continue
             nested_problems, nested_files = check_include_tree(nested, option, entry, path, chain)

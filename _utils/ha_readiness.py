@@ -105,7 +105,8 @@ def lint_minions(opts, minion_ids):
     try:
         with salt.client.get_local_client(opts["conf_file"]) as client:
             answers = client.cmd(
-                list(minion_ids), "ha.lint", tgt_type="list", timeout=LINT_TIMEOUT, gather_job_timeout=LINT_GATHER_TIMEOUT
+                list(minion_ids), "ha.lint", tgt_type="list",
+                timeout=LINT_TIMEOUT, gather_job_timeout=LINT_GATHER_TIMEOUT,
             )
     except SaltClientError as err:
         log.warning("ha.readiness: cannot run ha.lint on the minions: %s", err)
@@ -149,7 +150,7 @@ def readiness(opts, peers, progress, tgt="*"):
         reasons = minion_readiness(minion_id, inventories, source, findings, master_problem)
         if unreachable:
             reasons.append({"reason": f"masters not checked: {', '.join(sorted(unreachable))}",
-                            "fix": "bring their salt-api back and rerun ha.readiness"})  # fmt: skip
+                            "fix": "bring their salt-api back and rerun ha.readiness"})
         if reasons:
             not_ready.append({"minion": minion_id, "reasons": reasons})
         else:

@@ -10,7 +10,6 @@ import math
 from salt.exceptions import CommandExecutionError, SaltException
 
 import ha_lint
-import ha_probe
 import ha_text
 from ha_lint import finding, sort_findings
 
@@ -179,7 +178,9 @@ def prometheus_text(status):
     registry = CollectorRegistry()
     up = Gauge("salt_ha_master_up", "1 if the master answers an application-level ping", ["master"], registry=registry)
     latency = Gauge("salt_ha_master_latency_seconds", "Ping round trip to the master", ["master"], registry=registry)
-    connected = Gauge("salt_ha_master_connected", "1 if the minion daemon is connected to the master", ["master"], registry=registry)
+    connected = Gauge(
+        "salt_ha_master_connected", "1 if the minion daemon is connected to the master", ["master"], registry=registry
+    )
     findings = Gauge("salt_ha_findings", "Failover findings by severity", ["severity"], registry=registry)
     ready = Gauge("salt_ha_failover_ready", "1 if the minion can fail over now", registry=registry)
     for entry in status["masters"]:

@@ -513,7 +513,7 @@ def write_plan(plan):
     for file in files:
         if read_bytes(file.path) != file.content or stat_mode(file.path) != file.mode:
             raise CommandExecutionError(f"{file.path!r} does not hold what was written")
-    return {file.path: backup for file, backup in zip(files, saved)}
+    return {file.path: backup for file, backup in zip(files, saved, strict=True)}
 
 
 def apply_plan(plan):

@@ -232,7 +232,7 @@ def send_items(client, items, batch_size):
             log.warning(
                 "Peer %s refused %d keys in one request as too large (HTTP 413); sending %d per request",
                 client.peer.name, len(batch), size,
-            )  # fmt: skip
+            )
             continue
         position += len(batch)
         yield checked(answer, RECEIVE_FIELDS, "ha.receive_keys")
@@ -243,7 +243,7 @@ def empty_report(plan):
     return {
         "result": True, "error": None, "plan": plan, "accepted": [], "deleted": [], "refused": [],
         "conflicts": list(plan["conflicts"]), "blocked": plan["blocked"], "extra": plan["extra"],
-    }  # fmt: skip
+    }
 
 
 class KeySync:

@@ -86,10 +86,11 @@ import os
 import threading
 import time
 
+import salt.utils.beacons
+
 import ha_connection
 import ha_probe
 import ha_text
-import salt.utils.beacons
 
 log = logging.getLogger(__name__)
 

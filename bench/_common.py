@@ -111,7 +111,7 @@ def fmt(value, unit="s", digits=2):
 
 def print_table(headers, rows):
     """Print a plain fixed-width table."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
     line = "  ".join(f"{{:<{width}}}" for width in widths)
     print(line.format(*headers))
     print(line.format(*("-" * width for width in widths)))

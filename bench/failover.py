@@ -49,7 +49,6 @@ Usage (from the repo root): ``.venv/bin/python bench/failover.py [--runs 3] [--q
 import argparse
 import contextlib
 import io
-import pathlib
 import time
 
 import _common  # sys.path: repo root and _utils

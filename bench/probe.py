@@ -243,7 +243,7 @@ def measure_pings(ping, count):
         walls.append((time.monotonic() - started) * 1000)
     deadline = time.monotonic() + 2
     after = process_counts()
-    while any(now > then for now, then in zip(after, before)) and time.monotonic() < deadline:
+    while any(now > then for now, then in zip(after, before, strict=True)) and time.monotonic() < deadline:
         time.sleep(0.05)
         after = process_counts()
     return latencies, walls, before, after
@@ -280,8 +280,8 @@ def report(args, hosts, lab, probe_walls, up_latencies, last_probe, baselines,
     """Print the tables and ratios."""
     probe_median, probe_min, probe_max = _common.spread(probe_walls)
     print()
-    print(f"salt-ha bench/probe.py: 4 masters, transport {args.transport}, timeout {args.timeout:g} s, {args.runs} runs, "
-          f"ports publish {lab.ports[0]} / ret {lab.ports[1]}")
+    print(f"salt-ha bench/probe.py: 4 masters, transport {args.transport}, timeout {args.timeout:g} s, "
+          f"{args.runs} runs, ports publish {lab.ports[0]} / ret {lab.ports[1]}")
     print(f"  up {UP_IP} (salt-master), frozen {FROZEN_IP} (salt-master, SIGSTOP), "
           f"refused {REFUSED_IP} (nothing listens), unresolvable {UNRESOLVABLE}")
     print()

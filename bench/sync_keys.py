@@ -36,8 +36,9 @@ import subprocess
 import time
 
 import _common  # sys.path: repo root and _utils
-import ha_keysync
 import yaml
+
+import ha_keysync
 
 GOALS = {"full sync": 10.0, "no-op rerun": 1.0, "drift": 2.0}
 # salt-factories logs at debug in the masters' log files and its event-forwarding
@@ -154,7 +155,7 @@ def report(args, figures):
         rows.append(
             [name, _common.fmt(median), f"{_common.fmt(low)} - {_common.fmt(high)}",
              f"{median / floor:.1f}x" if floor else "-", "-" if goal is None else f"< {goal:g} s {verdict}"]
-        )  # fmt: skip
+        )
     _common.print_table(["measure", "median", "min - max", "vs cp -r", "goal"], rows)
 
 

@@ -23,9 +23,8 @@ import time
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.support import lab as lablib  # noqa: E402  pylint: disable=wrong-import-position
-from tests.support import api_lab  # noqa: E402  pylint: disable=wrong-import-position
-from tests.support import state_lab  # noqa: E402  pylint: disable=wrong-import-position
+from tests.support import api_lab, state_lab  # noqa: E402 (after the sys.path line above)
+from tests.support import lab as lablib  # noqa: E402
 
 MINION_ID = "demo-minion"
 NEW_MINION_ID = "web-42"  # a key accepted on A only, as happens when nobody syncs
@@ -146,7 +145,8 @@ def show_key_sync(lab):
     say("salt-run ha.sync_keys (on A)")
     synced = run.run("ha.sync_keys").data
     for peer, outcome in synced["peers"].items():
-        say(f"  {peer}: accepted {outcome.get('accepted')} conflicts {outcome.get('conflicts')} error {outcome.get('error')}")
+        accepted, conflicts, error = outcome.get("accepted"), outcome.get("conflicts"), outcome.get("error")
+        say(f"  {peer}: accepted {accepted} conflicts {conflicts} error {error}")
     after = run.run("ha.drift").data
     remaining = ", ".join(d["what"] for d in after["differences"]) or "none"
     say(f"salt-run ha.drift after the sync: keys in sync; still different: {remaining}")

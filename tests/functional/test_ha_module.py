@@ -6,8 +6,8 @@ import time
 import pytest
 import salt.payload
 from prometheus_client.parser import text_string_to_metric_families
-from saltfactories.utils.functional import Loaders
 from salt.exceptions import CommandExecutionError, SaltInvocationError
+from saltfactories.utils.functional import Loaders
 
 import ha_probe
 

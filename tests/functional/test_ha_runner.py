@@ -18,8 +18,7 @@ from salt.exceptions import SaltClientError
 
 import ha_keys
 import ha_keystore
-from tests.support import api_lab
-from tests.support import fake_http
+from tests.support import api_lab, fake_http
 
 MINIONS = "minions"
 

@@ -15,14 +15,13 @@ import os
 import pathlib
 import time
 
-import ha_keys
-import ha_peers
 import pytest
 import salt.key
 import salt.utils.yaml
 
-from tests.support import api_lab
-from tests.support import fake_http
+import ha_keys
+import ha_peers
+from tests.support import api_lab, fake_http
 from tests.support import lab as lablib
 
 pytestmark = pytest.mark.integration
@@ -208,7 +207,7 @@ def receive_on(lab, name, items):
      "c1\x85id", "bidi\u202eid", "isolate\u2066id", "line\u2028sep", "para\u2029sep", "zero\u200bwidth"],
     ids=["dotdot", "slash", "nul", "empty", "long", "parent", "hidden", "backslash", "newline",
          "c1", "bidi-override", "bidi-isolate", "line-separator", "paragraph-separator", "zero-width"],
-)  # fmt: skip
+)
 def test_malicious_ids_sent_to_the_receiving_runner_are_refused(api3, bad_id):
     b = api3.masters["b"]
     pem = api_lab.random_public_pem()

@@ -63,7 +63,7 @@ def test_failover_from_pillar_then_master_a_killed_minion_answers_through_b(sing
     refused = cli.run(
         "state.apply", "ha.minion", 'pillar={"ha": {"minion": {"restart": true}}}',
         minion_tgt=minion.id,
-    )  # fmt: skip
+    )
     result = only_result(refused.data)
     assert result["result"] is False and "cannot restart the salt-minion" in result["comment"]
     assert not dropin.exists()
@@ -194,7 +194,7 @@ def test_restart_true_restarts_a_real_minion_which_then_fails_over(restartable_m
     applied = cli.run(
         "state.apply", "ha.minion", 'pillar={"ha": {"minion": {"restart": true}}}',
         minion_tgt=minion.id,
-    )  # fmt: skip
+    )
     assert applied.returncode == 0, applied.stdout
     result = only_result(applied.data)  # the return reached master A before the restart
     assert result["result"] is True, result

@@ -78,7 +78,7 @@ def make_ca(folder, common_name="salt-ha test CA"):
                 encipher_only=False, decipher_only=False,
             ),
             critical=True,
-        )  # fmt: skip
+        )
         .sign(key, hashes.SHA256())
     )
     path = folder / "ca.crt"

@@ -96,7 +96,7 @@ class AcceptingPort:
         while not self._stop.is_set():
             try:
                 conn, _ = self.socket.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

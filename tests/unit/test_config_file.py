@@ -31,7 +31,7 @@ def test_load_config_file_empty_is_empty_dict(tmp_path):
         ("binary", b"\xff\xfe\x00master", "cannot be read", ha_config_file.NOT_UTF8),
         ("empty-name", "<empty name>", "is not a file path", ha_config_file.NOT_A_PATH),
     ],
-)  # fmt: skip
+)
 def test_load_config_file_bad_input(tmp_path, name, content, match, kind):
     path = tmp_path / name
     if content == "<empty name>":

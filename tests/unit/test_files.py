@@ -196,8 +196,9 @@ def snapshot(folder):
     return entries
 
 
-def failing_replace_for(target, error=OSError(30, "Read-only file system")):
-    """os.replace that fails when a staged temp file is renamed onto ``target``."""
+def failing_replace_for(target, error=None):
+    """os.replace that fails (``error``, default EROFS) when a staged temp file is renamed onto ``target``."""
+    error = error or OSError(30, "Read-only file system")
     real_replace = os.replace
 
     def replace(src, dst):

@@ -102,7 +102,7 @@ def test_store_lock_serializes_holders(opts):
         thread.join(15)
     spans.sort()
     assert len(spans) == 3
-    assert all(earlier[1] <= later[0] for earlier, later in zip(spans, spans[1:])), spans
+    assert all(earlier[1] <= later[0] for earlier, later in zip(spans, spans[1:], strict=False)), spans
 
 
 def test_store_lock_wait_is_bounded(opts):

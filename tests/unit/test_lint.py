@@ -60,7 +60,7 @@ def matching(findings, severity, option, finding_id=None):
     return [
         f for f in findings
         if f["severity"] == severity and f["option"] == option and finding_id in (None, f["id"])
-    ]  # fmt: skip
+    ]
 
 
 RULE_CASES = [
@@ -132,7 +132,7 @@ RULE_CASES = [
     ("master_shuffle", {"master_shuffle": True}, "HA210", "warning", "master_shuffle", ["deprecated"], "random_master: True"),
     # HA109: master_uri_format ip_only, names crash prep_ip_port
     ("ip_only with names", {"master_uri_format": "ip_only"}, "HA109", "error", "master_uri_format", [M1, M2], "bare IP addresses"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(
@@ -161,7 +161,7 @@ QUIET_CASES = [
     ("dunder key", {"__role": "minion"}, "__role"),
     ("ip_only with ips", {"master_uri_format": "ip_only", "master": ["127.10.0.1", "127.10.0.2"]}, "master_uri_format"),
     ("single master str", {"master": M1, "master_type": None}, "master_type"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(
@@ -240,7 +240,7 @@ ESTIMATE_CASES = [
     ("master_type str", {"master_type": None}, None, 0),
     ("one master", {"master": [M1]}, None, 0),
     ("malformed", {"master": [M1, ""]}, None, 0),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(
@@ -264,7 +264,7 @@ def test_estimate_failover_seconds(changes, closed, retried):
         ({"zmq_monitor": False, "master_alive_interval": 0}, ["never when a master's connection closes (zmq_monitor is off"]),
         ({"master_type": None}, ["master_type is 'str', not failover"]),
     ],
-)  # fmt: skip
+)
 def test_estimate_is_the_last_finding(changes, expected):
     last = lint(config(**changes))[-1]
     assert last["severity"] == "info" and last["option"] == "master"
@@ -283,7 +283,7 @@ def test_estimate_is_the_last_finding(changes, expected):
 )
 def test_ha_beacon_timing(extra, expected):
     opts = {"master": ["127.0.0.1", "127.0.0.2"], "master_type": "failover",
-            "master_alive_interval": 10, "retry_dns": 0, **extra}  # fmt: skip
+            "master_alive_interval": 10, "retry_dns": 0, **extra}
     findings = ha_lint.lint_options(opts, written_keys=[])
     flagged = {f["option"] for f in findings if f["severity"] == "warning"}
     assert flagged == expected, findings
@@ -360,7 +360,7 @@ CONFIG_PROBLEMS = tuple(
         ("/etc/salt/minion", "include", ha_minion_config.BAD_VALUE, None, None),
         ("/etc/salt/minion", "include", ha_minion_config.NO_MATCH, None, None),
     ]
-)  # fmt: skip
+)
 
 
 def lint_corpus():

@@ -184,7 +184,7 @@ BROKEN_DROPINS = [
     ("a duplicate key", "dup.conf", "retry_dns: 0\nretry_dns: 1\n", "is not valid YAML: ", "conflicting ID 'retry_dns'"),
     ("not UTF-8", "binary.conf", b"retry_dns: \xff\n", "cannot be read: it is not UTF-8 text", "invalid start byte"),
     ("a directory", "dir.conf", None, "is a directory", ""),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(
@@ -208,7 +208,7 @@ def test_a_dropin_salt_cannot_read_is_an_error_naming_file_and_problem(minion_di
     assert "\n" not in found["message"]
     assert written_keys(minion_dir / "minion") == {
         "id", "master", "master_type", "master_alive_interval", "retry_dns",
-    }  # fmt: skip
+    }
 
 
 def test_a_broken_main_config_file_is_an_error_too(minion_dir):

@@ -17,12 +17,9 @@ import time
 import pytest
 import salt.payload
 import zmq
-from salt.exceptions import SaltInvocationError
 
 import ha_endpoints
 import ha_probe
-import ha_text
-import ha_validate
 from tests.support import fake_master as fake_master_lib
 
 pytestmark = [
@@ -690,7 +687,7 @@ def measure_growth(ping, count):
     deadline = time.monotonic() + 10
     while True:
         after = open_descriptors(), os_threads(), threading.active_count()
-        if all(now <= then for now, then in zip(after, before)) or time.monotonic() > deadline:
+        if all(now <= then for now, then in zip(after, before, strict=True)) or time.monotonic() > deadline:
             return before, after
         time.sleep(0.05)
 

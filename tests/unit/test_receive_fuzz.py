@@ -29,7 +29,7 @@ FOLDERS = ("minions", "minions_pre", "minions_rejected", "minions_denied")
 HOSTILE = st.sampled_from(
     ["/", "\\", "..", ".", "\0", "\n", "\r", "\t", "\x7f", "\x85", "\x9b", "\u202e", "\u2066", "\u2028", "\u2029",
      "\u200b", "\ufeff", "\udce9", "é", "-", "_", " "]
-)  # fmt: skip
+)
 IDS = st.lists(st.one_of(st.characters(), HOSTILE, st.sampled_from("abcxyz019")), min_size=0, max_size=24).map("".join)
 
 

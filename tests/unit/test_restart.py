@@ -44,7 +44,7 @@ def test_restart_plan_prefers_minion_restart_command_then_systemd_then_daemon_ar
     by_argv = ha_restart.restart_plan(10, 1.5, argv, "0::/\n")
     assert (by_argv["method"], by_argv["command"], by_argv["stop_pid"]) == (
         "daemon command line", argv, 10,
-    )  # fmt: skip
+    )
 
 
 def test_restart_plan_refuses_a_foreground_minion_without_a_known_supervisor():
@@ -101,7 +101,7 @@ def helper_plan(command, **changes):
         "method": "minion_restart_command", "daemon_pid": None, "command": command,
         "stop_pid": None, "stop_created": None, "stop_seconds": 5,
         "wait_pid": None, "wait_seconds": 0, "delay": 0,
-    }  # fmt: skip
+    }
     return {**plan, **changes}
 
 
@@ -123,7 +123,7 @@ def test_the_helper_runs_from_a_copy_anywhere_without_the_pack_on_the_path(tmp_p
     done = subprocess.run(
         [sys.executable, str(copy), json.dumps(plan)],
         env={"PATH": "/usr/bin:/bin"}, cwd="/", timeout=30, check=False,
-    )  # fmt: skip
+    )
     assert done.returncode == 0
     deadline = time.monotonic() + 10
     while not marker.exists() and time.monotonic() < deadline:

@@ -48,7 +48,7 @@ def test_render_yaml_is_sorted_and_byte_identical_for_equal_dicts():
     assert lines[0].startswith("# Managed by Salt (salt-ha state ha.master_config)")
     assert [line.split(":")[0] for line in lines[1:] if not line.startswith(" ")] == [
         "file_roots", "ha", "worker_threads",
-    ]  # fmt: skip
+    ]
     assert yaml.safe_load(text) == first
 
 
