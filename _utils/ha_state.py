@@ -18,7 +18,7 @@ import os
 
 import salt.config
 import salt.utils.files
-import yaml
+import salt.utils.yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 import ha_config_file
@@ -104,7 +104,7 @@ def dropin_path(name, conf_file, folder):
 
 def render_yaml(options, state):
     """``options`` as block YAML, keys sorted at every level, under a one-line header."""
-    body = yaml.safe_dump(
+    body = salt.utils.yaml.safe_dump(
         options, default_flow_style=False, sort_keys=True, allow_unicode=True, width=1000
     )
     return HEADER.format(state=state) + body
