@@ -9,12 +9,12 @@ import sys
 import time
 
 import pytest
-import salt.crypt
 import yaml
 
 import ha_keys
 import ha_lint
 from tests.support import lab as lablib
+from tests.support.pki_dirs import pki_dir_3008, pki_dir_plain
 
 MASTERS = ["127.0.0.1", "127.0.0.2"]
 
@@ -258,24 +258,6 @@ def keypairs(tmp_path_factory):
         pem, pub = lablib.make_keypair(root / name)
         pairs[name] = (pem.read_text(), pub.read_text())
     return pairs
-
-
-def pki_dir_3008(folder, keypair, master_id="ha-master"):
-    """A pki dir as Salt 3008 leaves it: <id>.pem/.pub and master.pem/.pub symlinks to them."""
-    folder.mkdir()
-    (folder / f"{master_id}.pem").write_text(keypair[0])
-    (folder / f"{master_id}.pem").chmod(0o400)
-    (folder / f"{master_id}.pub").write_text(keypair[1])
-    os.symlink(folder / f"{master_id}.pem", folder / "master.pem")
-    os.symlink(folder / f"{master_id}.pub", folder / "master.pub")
-    return folder
-
-
-def pki_dir_plain(folder):
-    """The older layout: plain master.pem/master.pub written by salt.crypt.write_keys."""
-    folder.mkdir()
-    salt.crypt.write_keys(str(folder), "master", 2048)
-    return folder
 
 
 @pytest.fixture(params=["3008-symlinks", "plain-files"])

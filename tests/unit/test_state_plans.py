@@ -13,6 +13,7 @@ import ha_keys
 import ha_lint
 import ha_state
 from tests.support import lab as lablib
+from tests.support.pki_dirs import pki_dir_3008
 
 MASTERS = ["salt1.example.com", "salt2.example.com"]
 
@@ -372,17 +373,6 @@ def test_keypair_target_outside_the_pki_dir_is_refused(keypairs, tmp_path):
 # --- the key pair is replaced as a pair or not at all --------------------------------
 
 
-def pki_3008(folder, keypair, master_id="ha-master"):
-    """Salt 3008's layout: <id>.pem/.pub and master.pem/.pub symlinks to them."""
-    folder.mkdir()
-    (folder / f"{master_id}.pem").write_text(keypair[0])
-    (folder / f"{master_id}.pem").chmod(0o400)
-    (folder / f"{master_id}.pub").write_text(keypair[1])
-    os.symlink(folder / f"{master_id}.pem", folder / "master.pem")
-    os.symlink(folder / f"{master_id}.pub", folder / "master.pub")
-    return folder
-
-
 def on_disk(folder):
     return {
         path.name: ("link", os.readlink(path)) if path.is_symlink() else (path.read_bytes(), stat.S_IMODE(path.stat().st_mode))
@@ -393,7 +383,7 @@ def on_disk(folder):
 @pytest.mark.parametrize("layout", ["3008-symlinks", "plain-files"])
 def test_keypair_write_failing_on_the_public_key_leaves_the_old_pair(keypairs, tmp_path, monkeypatch, layout):
     if layout == "3008-symlinks":
-        pki = pki_3008(tmp_path / "pki", keypairs[0])
+        pki = pki_dir_3008(tmp_path / "pki", keypairs[0])
     else:
         pki = tmp_path / "pki"
         pki.mkdir()
