@@ -631,8 +631,7 @@ class ProbeWorker:
         except Exception as err:  # pylint: disable=broad-except  (a fault of the probe: no news, keep probing)
             fault = ha_text.log_fault(log, f"the probe round of the ha beacon {self.name!r}", err)
             entries = [
-                {"master": ep.master, "addresses": [], "ret_port": ep.ret_port, "publish_port": ep.publish_port,
-                 "up": None, "error": f"probe failed: {fault}"}
+                {**ha_probe.blank_entry(ep), "up": None, "fault": True, "error": f"probe failed: {fault}"}
                 for ep in self.endpoints
             ]
         finished = time.time()
