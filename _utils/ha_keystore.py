@@ -143,11 +143,11 @@ def validate_minion_id(opts, minion_id, resolve=True):
     return None
 
 
-def validate_key(pem, fingerprint):
+def pem_shape_problem(pem):
     """
-    None when ``pem`` is exactly one PEM public key block (whitespace around it at
-    most) whose fingerprint is ``fingerprint``, else the reason. Anything holding a
-    ``PRIVATE KEY`` header is refused, and no reason ever quotes key material.
+    None when ``pem`` is text shaped as exactly one PEM public key block (whitespace
+    around it at most), else the reason; no parse, no key material in the reason.
+    Anything holding a ``PRIVATE KEY`` header is refused.
     """
     if not isinstance(pem, str) or not pem.strip():
         return "public key is missing"
@@ -162,6 +162,17 @@ def validate_key(pem, fingerprint):
         return f"public key item must hold exactly one PEM block, not {blocks}"
     if not PUBLIC_PEM.fullmatch(pem):
         return "public key is not a single PEM public key block (extra text, or not base64)"
+    return None
+
+
+def validate_key(pem, fingerprint):
+    """
+    None when ``pem`` is exactly one PEM public key block (:func:`pem_shape_problem`)
+    that parses and whose fingerprint is ``fingerprint``, else the reason.
+    """
+    problem = pem_shape_problem(pem)
+    if problem:
+        return problem
     try:
         ha_keys.load_public_key(pem)
     except ValueError:

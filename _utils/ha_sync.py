@@ -188,30 +188,31 @@ def source_keys(opts, store):
 
 
 def pem_reader(store):
-    """``read(ids) -> {id: pem}`` reading each accepted key once for all peers."""
-    pems, lock = {}, threading.Lock()
+    """
+    ``read(ids) -> ({id: pem}, refused [{"id", "reason"}])``, reading and checking
+    each accepted key once for all peers. A key file here that is not shaped as one
+    PEM public key block (a private key pasted into ``minions/``) is never sent.
+    """
+    pems, bad, lock = {}, {}, threading.Lock()
 
     def read(minion_ids):
         with lock:
-            pems.update(store.read_accepted([minion_id for minion_id in minion_ids if minion_id not in pems]))
-            return {minion_id: pems[minion_id] for minion_id in minion_ids if minion_id in pems}
+            unread = [minion_id for minion_id in minion_ids if minion_id not in pems and minion_id not in bad]
+            for minion_id, pem in store.read_accepted(unread).items():
+                problem = ha_keystore.pem_shape_problem(pem)
+                if problem:
+                    log.warning("Not sending the accepted key of %s: %s", minion_id, problem)
+                    bad[minion_id] = problem
+                else:
+                    pems[minion_id] = pem
+            refused = [
+                {"id": minion_id, "reason": f"not sent: the key file here is bad: {bad[minion_id]}"}
+                for minion_id in minion_ids
+                if minion_id in bad
+            ]
+            return {minion_id: pems[minion_id] for minion_id in minion_ids if minion_id in pems}, refused
 
     return read
-
-
-def unsendable(pems):
-    """
-    Remove from ``{id: pem}`` the key files here that are not one PEM public key
-    block (a private key pasted into ``minions/`` is never sent); ``[{"id", "reason"}]``.
-    """
-    refused = []
-    for minion_id, pem in list(pems.items()):
-        reason = ha_keystore.validate_key(pem, ha_keys.fingerprint(pem))
-        if reason:
-            del pems[minion_id]
-            log.warning("Not sending the accepted key of %s: %s", minion_id, reason)
-            refused.append({"id": minion_id, "reason": f"not sent: the key file here is bad: {reason}"})
-    return refused
 
 
 def send_items(client, items, batch_size):
@@ -287,8 +288,8 @@ class KeySync:
             return report
         # Key material is read only for the keys to send; the fingerprint sent is the
         # one of the PEM read now (the receiver checks that they match).
-        source_pems = read_pems(plan["accept"])
-        report["refused"] += unsendable(source_pems)
+        source_pems, refused = read_pems(plan["accept"])
+        report["refused"] += refused
         plan["accept"] = [minion_id for minion_id in plan["accept"] if minion_id in source_pems]
         sent_fps = {**source_fps, **{minion_id: ha_keys.fingerprint(pem) for minion_id, pem in source_pems.items()}}
         items = ha_keysync.plan_items(plan, source_pems, sent_fps, peer_keys.get("accepted", {}))

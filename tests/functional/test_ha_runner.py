@@ -303,3 +303,20 @@ def test_readiness_says_why_lint_was_not_run(runners, opts, monkeypatch):
     ]
     assert f"ha.lint not run: the key is not accepted on {opts['id']}, where ha.readiness ran" in reasons["newbie"]
     assert not any("did not answer" in reason for entries in reasons.values() for reason in entries)
+
+
+def test_a_key_file_here_carrying_a_private_key_is_never_sent(runners, opts, master_config, tmp_path, caplog):
+    peer_opts = master_options(master_config, tmp_path / "peer-pki")
+    good = api_lab.random_public_pem()
+    secret = api_lab.random_private_pem()
+    api_lab.write_minion_keys(opts["pki_dir"], {"good": good, "pasted": api_lab.random_public_pem() + secret})
+    with limited_peer(opts, loaded_runners(peer_opts), 10_000_000):
+        with caplog.at_level(logging.WARNING):
+            result = runners["ha.sync_keys"]()
+    report = result["peers"]["peer"]
+    assert report["accepted"] == ["good"]
+    [refused] = report["refused"]
+    assert refused["id"] == "pasted" and refused["reason"].startswith("not sent: ") and "PRIVATE KEY" in refused["reason"]
+    body = secret.splitlines()[1]
+    assert body not in json.dumps(result) and body not in caplog.text
+    assert sorted(os.listdir(pathlib.Path(peer_opts["pki_dir"]) / MINIONS)) == ["good"]

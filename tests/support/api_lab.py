@@ -35,6 +35,14 @@ def random_public_pem():
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
+def random_private_pem():
+    """A fresh unencrypted RSA private key, PEM (what must never travel as a minion key)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    ).decode()
+
+
 def write_minion_keys(pki_dir, keys, state_dir="minions"):
     """Write ``{minion_id: pem}`` into ``<pki_dir>/<state_dir>`` as Salt's key store lays them out."""
     folder = pathlib.Path(pki_dir) / state_dir

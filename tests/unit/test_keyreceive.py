@@ -51,18 +51,11 @@ def everything_under(opts):
     }
 
 
-def private_pem():
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
-    ).decode()
-
-
 # --- key items: exactly one public key block -------------------------------------
 
 
 def test_a_public_key_with_a_private_key_appended_is_refused_and_never_echoed(opts, store):
-    secret = private_pem()
+    secret = api_lab.random_private_pem()
     pem = api_lab.random_public_pem() + secret
     before = everything_under(opts)
     result = ha_keyreceive.apply_items(store, [accept_item("web1", pem)])
@@ -81,7 +74,7 @@ def test_a_public_key_with_a_private_key_appended_is_refused_and_never_echoed(op
         (lambda pub: "leading junk\n" + pub, "not a single PEM public key block"),
         (lambda pub: pub.replace("-----END PUBLIC KEY-----", "-----END RSA PUBLIC KEY-----"), "not a single PEM"),
         (lambda pub: pub.replace("\n", "\n\n", 2), "not a single PEM public key block"),
-        (lambda pub: private_pem(), "PRIVATE KEY"),
+        (lambda pub: api_lab.random_private_pem(), "PRIVATE KEY"),
         (lambda pub: pub.replace("PUBLIC KEY", "ENCRYPTED PRIVATE KEY"), "PRIVATE KEY"),
         (lambda pub: pub.replace("-----BEGIN PUBLIC KEY-----", "-----BEGIN CERTIFICATE-----"), "not a single PEM"),
     ],
