@@ -14,7 +14,7 @@ import yaml
 import ha_keys
 import ha_lint
 from tests.support import lab as lablib
-from tests.support.pki_dirs import pki_dir_3008, pki_dir_plain
+from tests.support.pki_dirs import failing_replace_for, pki_dir_3008, pki_dir_plain
 
 MASTERS = ["127.0.0.1", "127.0.0.2"]
 
@@ -351,14 +351,7 @@ def test_master_keypair_failing_on_master_pub_leaves_the_old_pair(states, tmp_pa
     links = {path.name: os.readlink(path) for path in pki_dir.iterdir() if path.is_symlink()}
     modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in pki_dir.iterdir()}
     pub_target = os.path.realpath(pki_dir / "master.pub")
-    real_replace = os.replace
-
-    def replace(src, dst):
-        if str(src).endswith(".tmp") and str(dst) == pub_target:
-            raise OSError(30, "Read-only file system")
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "replace", failing_replace_for(pub_target, OSError(30, "Read-only file system")))
     ret = states.ha.master_keypair(name=str(pki_dir), private_key=keypairs["new"][0])
     monkeypatch.undo()
     assert ret.result is False and ret.changes == {}

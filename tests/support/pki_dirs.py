@@ -1,4 +1,4 @@
-"""Master pki dirs laid out as Salt leaves them, for the key pair state's tests."""
+"""Master pki dirs laid out as Salt leaves them, and a failing rename, for the key pair tests."""
 
 import os
 
@@ -21,3 +21,16 @@ def pki_dir_plain(folder):
     folder.mkdir()
     salt.crypt.write_keys(str(folder), "master", 2048)
     return folder
+
+
+def failing_replace_for(target, error=None):
+    """os.replace that fails (``error``, default EROFS) when a staged temp file is renamed onto ``target``."""
+    error = error or OSError(30, "Read-only file system")
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if os.path.basename(str(src)).endswith(".tmp") and str(dst) == str(target):
+            raise error
+        return real_replace(src, dst)
+
+    return replace

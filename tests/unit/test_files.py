@@ -8,6 +8,7 @@ import stat
 import pytest
 
 import ha_files
+from tests.support.pki_dirs import failing_replace_for
 
 BACKUP_NAME = re.compile(r"^(?P<name>.+)\.\d{8}T\d{6}\.\d{6}Z\.bak$")
 
@@ -194,19 +195,6 @@ def snapshot(folder):
         else:
             entries[path.name] = (path.read_bytes(), mode_of(path))
     return entries
-
-
-def failing_replace_for(target, error=None):
-    """os.replace that fails (``error``, default EROFS) when a staged temp file is renamed onto ``target``."""
-    error = error or OSError(30, "Read-only file system")
-    real_replace = os.replace
-
-    def replace(src, dst):
-        if os.path.basename(str(src)).endswith(".tmp") and str(dst) == str(target):
-            raise error
-        return real_replace(src, dst)
-
-    return replace
 
 
 def test_write_all_replaces_every_file_and_keeps_each_backup(pair):

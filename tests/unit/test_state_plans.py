@@ -13,7 +13,7 @@ import ha_keys
 import ha_lint
 import ha_state
 from tests.support import lab as lablib
-from tests.support.pki_dirs import pki_dir_3008
+from tests.support.pki_dirs import failing_replace_for, pki_dir_3008
 
 MASTERS = ["salt1.example.com", "salt2.example.com"]
 
@@ -391,14 +391,7 @@ def test_keypair_write_failing_on_the_public_key_leaves_the_old_pair(keypairs, t
     before = on_disk(pki)
     plan = ha_state.plan_master_keypair(str(pki), keypairs[1][0])
     pub_target = os.path.realpath(pki / "master.pub")
-    real_replace = os.replace
-
-    def replace(src, dst):
-        if str(src).endswith(".tmp") and str(dst) == pub_target:
-            raise OSError(28, "No space left on device")
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "replace", failing_replace_for(pub_target, OSError(28, "No space left on device")))
     with pytest.raises(CommandExecutionError) as err:
         ha_state.apply_plan(plan)
     monkeypatch.undo()
