@@ -26,6 +26,7 @@ import ha_lint
 import ha_minion_config
 import ha_probe
 import ha_report
+import ha_returns
 import ha_text
 import ha_validate
 import ha_watch
@@ -410,3 +411,26 @@ def leave_master(master=None):
         fired = bool(event.fire_event({"master": master}, "__master_disconnected"))
     log.warning("salt-ha: asked the minion to leave master %r (fired: %s)", master, fired)
     return {"master": master, "fired": fired}
+
+
+def returns():
+    """
+    This minion's return ledger (the ``ha_returns`` engine): job returns a failover
+    kept from their master, pending delivery, and the last ones replayed or dropped.
+
+    Returns ``{"enabled": bool (the engine is in the minion's engines option),
+    "config_error": the engine's bad option or None, "directory": the ledger,
+    "pending": [{"jid", "fun", "master" (published by), "why", "seen", "attempts",
+    "bytes"}], "replayed": [{"jid", "fun", "master", "to", "at", "answer_seconds",
+    ...}], "dropped": [{"jid", "fun", "master", "reason", "at", ...}], "counts":
+    {"pending", "replayed", "dropped"}, "findings": [{"path", "reason"}]}`` (files in
+    the ledger that are skipped: corrupt, not a salt-ha return, another minion's).
+    Return data is never shown.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call ha.returns
+    """
+    return ha_returns.ledger_report(__opts__)

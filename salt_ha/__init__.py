@@ -2,7 +2,7 @@
 salt-ha as an installed Python package.
 
 ``pip install salt-ha`` ships the pack's loader folders (``_modules``, ``_states``,
-``_beacons``, ``_runners``, ``_utils``) inside this package, and Salt finds them
+``_beacons``, ``_runners``, ``_engines``, ``_utils``) inside this package, and Salt finds them
 through the ``salt.loader`` entry point :func:`loader_dirs`.
 
 The pack's modules import their shared helpers as top-level modules
@@ -22,6 +22,7 @@ LOADER_FOLDERS = {
     "states": "_states",
     "beacons": "_beacons",
     "runners": "_runners",
+    "engines": "_engines",
     "utils": "_utils",
 }
 

@@ -60,11 +60,14 @@ def test_synced_from_file_roots_without_the_pip_package(local_minion_config):
     assert synced.returncode == 0, synced.stderr
     result = json.loads(synced.stdout)["local"]
     assert "modules.ha" in result["modules"]
+    assert "engines.ha_returns" in result["engines"]
     assert {"utils.ha_probe", "utils.ha_endpoints", "utils.ha_lint"} <= set(result["utils"])
 
     beacons = run([sys.executable, str(LOAD_BEACONS), str(local_minion_config / "minion")])
     assert beacons.returncode == 0, beacons.stderr
-    assert json.loads(beacons.stdout) == ["ha.beacon", "ha.close", "ha.validate"], "the synced ha beacon does not load"
+    loaded = json.loads(beacons.stdout)
+    assert loaded["beacons"] == ["ha.beacon", "ha.close", "ha.validate"], "the synced ha beacon does not load"
+    assert "ha_returns.start" in loaded["engines"], "the synced ha_returns engine does not load"
 
     status = salt_call_without_pip_pack(local_minion_config, "ha.status", "timeout=0.5")
     assert status.returncode == 0, status.stderr
@@ -84,7 +87,9 @@ def test_pip_wheel_carries_the_pack_and_its_entry_point(tmp_path):
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
         assert "[salt.loader]" in archive.read(entry_points).decode()
         metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
-    for member in ("salt_ha/__init__.py", "salt_ha/_modules/ha.py", "salt_ha/_utils/ha_probe.py"):
+    for member in (
+        "salt_ha/__init__.py", "salt_ha/_modules/ha.py", "salt_ha/_engines/ha_returns.py", "salt_ha/_utils/ha_probe.py"
+    ):
         assert member in names
     # Installing the pack never downgrades a host's Salt 3008 (the exact pin is this repo's constraints.txt).
     [salt_requirement] = [
@@ -109,4 +114,5 @@ def test_pip_wheel_carries_the_pack_and_its_entry_point(tmp_path):
     assert probe.returncode == 0, probe.stderr
     dirs = json.loads(probe.stdout)
     assert dirs["modules"] == [str(target / "salt_ha" / "_modules")]
+    assert dirs["engines"] == [str(target / "salt_ha" / "_engines")]
     assert (pathlib.Path(dirs["utils"][0]) / "ha_probe.py").is_file()
