@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.salt-ha-installed
 
-.PHONY: venv test demo bench clean
+.PHONY: venv postgres test demo bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,22 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-test: venv
+# The shared job store test starts a throwaway PostgreSQL (tests/support/postgres.py).
+# Debian's package puts initdb in /usr/lib/postgresql/<version>/bin, not on PATH.
+# Installed only when missing, and only as root with apt-get (CI: root on Debian 12);
+# otherwise, or when the install fails, those tests are skipped and say why.
+postgres:
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		true; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "make: installing the Debian package postgresql (initdb is missing)"; \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; } \
+			|| echo "make: WARNING: apt-get install postgresql failed: the job store tests will be skipped"; \
+	else \
+		echo "make: WARNING: no PostgreSQL server (initdb) and no root apt-get: the job store tests will be skipped"; \
+	fi
+
+test: venv postgres
 	$(PY) -m ruff check .
 	$(PY) -m pytest -p no:cacheprovider
 

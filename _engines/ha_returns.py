@@ -22,6 +22,7 @@ restart of the minion. With no failover it changes nothing: it only listens.
 """
 
 import logging
+import os
 import time
 
 import salt.utils.event
@@ -49,26 +50,30 @@ def __virtual__():
 
 
 class Locator:
-    """The connected master read from the daemon's sockets, reused for LOCATE_EVERY seconds."""
+    """
+    The masters the minion is connected to, read from the sockets of its main
+    process (this engine's parent), reused for LOCATE_EVERY seconds.
+    """
 
-    def __init__(self, opts):
+    def __init__(self, opts, minion_pid):
         self.opts = opts
+        self.minion_pid = minion_pid
         self.read_at = None
-        self.master = None
+        self.masters = []
 
     def invalidate(self):
         self.read_at = None
 
-    def __call__(self, hint):
+    def __call__(self):
         now = time.monotonic()
         if self.read_at is None or now - self.read_at >= LOCATE_EVERY:
             try:
-                self.master = ha_returns.connected_master(self.opts, hint)
+                self.masters = ha_returns.connected_masters(self.opts, self.minion_pid)
             except (CommandExecutionError, SaltInvocationError) as err:
                 log.warning("salt-ha returns: cannot tell which master the minion is connected to: %s", err)
-                self.master = None
+                self.masters = []
             self.read_at = now
-        return self.master
+        return self.masters
 
 
 def start(**options):
@@ -90,7 +95,7 @@ def start(**options):
         log.error("salt-ha returns: the ha_returns engine is not running: %s", err)
         while True:
             time.sleep(IDLE)
-    locate = Locator(__opts__)
+    locate = Locator(__opts__, os.getppid())
     ledger = ha_ledger.Ledger(config["directory"], __opts__["id"])
     guard = ha_returns.ReturnGuard(__opts__["id"], ledger, config, locate)
     with salt.utils.event.get_event("minion", opts=__opts__, listen=True) as bus:
@@ -108,8 +113,9 @@ def _run(bus, guard, locate):
         event = bus.get_event(wait=TICK, full=True)
         if event:
             _feed(guard, locate, event)
-        for entry in guard.tick():
-            _replay(bus, guard, locate, entry)
+        for tag, load in guard.due_replays(NO_MASTER_RETRY):
+            log.info("salt-ha returns: replaying the return of job %s to %s", load.get("jid"), tag.rsplit("/", 1)[-1])
+            bus.fire_event(load, tag)
         if time.monotonic() - bounds_at >= BOUNDS_EVERY:
             guard.enforce_bounds()
             bounds_at = time.monotonic()
@@ -124,12 +130,3 @@ def _feed(guard, locate, event):
         for entry in guard.undelivered.values():
             guard.postpone(entry, SETTLE)
 
-
-def _replay(bus, guard, locate, entry):
-    target = locate(guard.hint)
-    if target is None:
-        guard.postpone(entry, NO_MASTER_RETRY)
-        return
-    tag, load = guard.replay(entry, target)
-    log.info("salt-ha returns: replaying the return of job %s to %s", load.get("jid"), target)
-    bus.fire_event(load, tag)

@@ -8,7 +8,8 @@ configure them in this master's config under ``ha:peers`` (see
 
 Long runs fire progress events when ``display_progress`` is set in the master config.
 The work itself is in ``_utils``: ``ha_sync`` (inventories, key sync),
-``ha_keyreceive`` (the receiving side), ``ha_readiness``, ``ha_drift``.
+``ha_keyreceive`` (the receiving side), ``ha_readiness``, ``ha_drift``, ``ha_jobs``
+(``ha.jobs`` and its receiving side ``ha.local_jobs``).
 """
 
 import logging
@@ -17,6 +18,7 @@ import salt.utils.sdb
 from salt.exceptions import SaltInvocationError
 
 import ha_drift
+import ha_jobs
 import ha_keyreceive
 import ha_keystore
 import ha_keysync
@@ -238,3 +240,89 @@ def readiness(tgt="*"):
         salt-run ha.readiness tgt='web*'
     """
     return ha_readiness.readiness(__opts__, _peers(), _progress(), tgt=tgt)
+
+
+def local_jobs(jid=None, hours=24, limit=1000):
+    """
+    This master's jobs, read from its ``master_job_cache`` (what peers call for
+    ``ha.jobs``; it reads only). Arguments are checked again here: ``jid`` a Salt
+    jid (20 digits, or Salt's ``unique_jid`` form), ``hours`` a number in
+    (0, 8784], ``limit`` 1-100000.
+
+    jid
+        Only this job, with the minions' returns themselves (``hours`` is not applied).
+
+    hours
+        Jobs whose jid is at most this many hours old (jids carry the publishing
+        master's UTC time). The master's own runner and wheel jobs and
+        ``saltutil.find_job`` are not listed (counted in ``ignored``).
+
+    limit
+        At most this many jobs, the newest; ``left_out`` counts the others. A
+        listing also stops once it holds 100000 minion returns.
+
+    Returns ``{"master", "returner", "job_cache", "ext_job_cache", "jid", "hours",
+    "limit", "total", "left_out", "ignored", "jobs": {jid: {"fun", "arg", "tgt",
+    "tgt_type", "user", "start_time", "published_here", "expected", "replay",
+    "load_digest", "returns": {minion: {"success", "retcode"}}}}}``.
+    ``published_here`` is True when the stored load is a publication of this
+    master, False when it only received returns for the jid (the load is a
+    return's: ``tgt``/``user`` are then not the publication's); ``expected``: the
+    minions the publication targeted (Salt's ``Minions``; None when unknown);
+    ``replay``: ``{"from", "reason", "minion"}`` when salt-ha's ``ha_returns``
+    engine replayed a return here; ``returns`` carry ``return`` with ``jid``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run ha.local_jobs
+        salt-run ha.local_jobs hours=2 limit=100
+        salt-run ha.local_jobs jid=20261127101010123456
+    """
+    return ha_jobs.local_jobs(__opts__, jid=jid, hours=hours, limit=limit)
+
+
+def jobs(jid=None, hours=24, limit=1000):
+    """
+    Jobs as every master saw them: this master's job cache and every peer's
+    (``ha.local_jobs`` over salt-api), merged per jid. Answers "where is my job's
+    result?" from any master. A master that does not answer is reported in
+    ``masters`` with its error; the others' data is still merged. Masters that read
+    one job store (a shared PostgreSQL through ``pgjsonb``, a shared ``local_cache``)
+    show each return once, with every master that reads it.
+
+    jid
+        Only this job, with the returns themselves.
+
+    hours
+        Jobs at most this many hours old (default 24).
+
+    limit
+        At most this many jobs per master and in the report, the newest (default 1000).
+
+    Returns ``{"master", "jid", "hours", "limit", "left_out", "masters": {name:
+    {"answered", "error", "returner", "listed", "total", "left_out"}}, "jobs": {jid:
+    {"fun", "arg", "tgt", "tgt_type", "user", "start_time", "published_by",
+    "shared_store", "minions": {minion: {"masters", "success", "retcode"}}, "missing",
+    "replayed", "note"}}, "findings": [{"severity", "jid", "message"}]}``.
+    ``published_by``: the masters holding the job's publication (None when no
+    answering master does, or when several read it from one shared store; ``note``
+    says which). ``shared_store``: the masters that read this job from one store
+    (they hold the very same load), else None. ``minions``: every minion whose
+    return is stored somewhere, with the masters it landed on (``return`` too with
+    ``jid``; ``differs`` when two masters hold different returns). ``missing``: minions the publication targeted
+    that returned nowhere (None when the publication is unknown). ``replayed``:
+    ``[{"master", "from", "reason", "minion"}]`` of returns the ``ha_returns`` engine
+    delivered to another master. ``tgt``, ``tgt_type`` and ``user`` come from the
+    publication only.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run ha.jobs
+        salt-run ha.jobs hours=1
+        salt-run ha.jobs jid=20261127101010123456
+    """
+    return ha_jobs.jobs(__opts__, _peers(), _progress(), jid=jid, hours=hours, limit=limit)

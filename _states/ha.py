@@ -95,6 +95,7 @@ def minion_failover(
     publish_port=None,
     restart_delay=2,
     restart_wait=300,
+    returns_engine=False,
 ):
     """
     Manage the minion drop-in ``name`` holding a failover setup that ``ha.lint``
@@ -103,7 +104,8 @@ def minion_failover(
     The file (sorted YAML) sets ``master`` (the list), ``master_type: failover``,
     ``master_alive_interval``, ``master_failback`` (and ``master_failback_interval``
     when failback is on), ``retry_dns`` and ``random_master: False``; plus
-    ``master_port``/``publish_port`` when given. The options are linted with
+    ``master_port``/``publish_port`` when given, and ``engines: [{ha_returns: ...}]``
+    with ``returns_engine``. The options are linted with
     ``ha.lint``'s rules (no DNS lookups) before anything is written: any error
     (e.g. a master listed twice, host:port entries sharing a host) refuses the
     state; warnings are quoted in the comment.
@@ -149,6 +151,28 @@ def minion_failover(
         With ``multiprocessing: False`` the state runs inside the daemon and only
         ``restart_delay`` protects the return; raise it there.
 
+    returns_engine
+        Run the ``ha_returns`` engine, which delivers to the new master the returns
+        of jobs that end while the minion fails over (Salt drops them): ``True``
+        (its defaults) or a mapping of its options (``max_age``, ``max_bytes``,
+        ``grace``, ``answer_timeout``, ``retry_max``, ``replay_timeout``,
+        ``directory``; bad options refuse the state). Default ``False``. The
+        drop-in then lists ``engines: [{ha_returns: <options>}]``. Salt merges
+        ``engines`` lists between ``minion.d`` drop-ins, but a drop-in's ``engines``
+        replaces the config file's own ``engines`` list whole, so:
+
+        - ``ha_returns`` already listed in another file Salt reads: not listed again
+          (the comment says where; refused if ``returns_engine`` names other
+          options than that file's);
+        - the config file (``/etc/salt/minion``) has an ``engines`` list of its own:
+          refused, nothing written; move that list into a ``minion.d/*.conf``
+          drop-in, or list ``ha_returns`` in it and leave ``returns_engine`` False;
+        - other drop-ins list engines: only ``ha_returns`` is written, Salt merges
+          the lists.
+
+        The engine starts with the minion: ``restart required`` as for the other
+        settings.
+
     CLI Example:
 
     .. code-block:: bash
@@ -156,6 +180,19 @@ def minion_failover(
         salt '*' state.single ha.minion_failover ha-failover.conf masters='[salt1, salt2]'
         salt-call state.single ha.minion_failover ha-failover.conf masters='[10.0.0.1, 10.0.0.2]' restart=True
         salt-call state.single ha.minion_failover ha-failover.conf masters='[salt1, salt2]' failback=True
+        salt-call state.single ha.minion_failover ha-failover.conf masters='[salt1, salt2]' returns_engine=True
+
+    SLS Example:
+
+    .. code-block:: yaml
+
+        ha-minion-failover:
+          ha.minion_failover:
+            - name: ha-failover.conf
+            - masters: [salt1.example.com, salt2.example.com]
+            - returns_engine:
+                max_age: 3600
+            - restart: True
     """
     context = {key: __opts__[key] for key in ("master_port", "publish_port") if __opts__.get(key)}
 
@@ -166,7 +203,10 @@ def minion_failover(
         options = ha_state.failover_options(
             masters, alive_interval, failback, failback_interval, retry_dns, master_port, publish_port
         )
-        return ha_state.plan_minion_failover(name, __opts__.get("conf_file"), options, context)
+        engine = ha_state.returns_engine_options(returns_engine, __opts__)
+        return ha_state.plan_minion_failover(
+            name, __opts__.get("conf_file"), options, context, returns_engine=engine, opts=__opts__
+        )
 
     def plan_restart(plan):
         if not plan.changed:

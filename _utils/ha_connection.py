@@ -4,7 +4,7 @@ Which master is the running salt-minion daemon connected to?
 ``__opts__`` inside a ``salt-call`` process says nothing about the daemon, so this
 reads the daemon's own sockets: the process tree under the pid in the minion's
 ``pidfile`` (the daemon forks its minion and job processes), its ESTABLISHED TCP
-connections, matched against each master's addresses *and* its ret/publish ports.
+connections, matched against each master's addresses and its publish port.
 When the pidfile is missing or stale, the ancestors of the calling process are
 used instead, which covers a call running inside the daemon (``salt <id> ha.status``).
 
@@ -106,6 +106,20 @@ def daemon_remotes(pidfile):
     return established_remotes(calling_processes())
 
 
+def process_remotes(pid):
+    """
+    :func:`established_remotes` of the one process ``pid`` (none when it is gone);
+    :class:`DaemonUnreadable` when its connections cannot be read. For a caller
+    that knows which process holds the minion's channels: a job process forked
+    before a failover keeps a copy of the old publish socket open until it ends.
+    """
+    try:
+        process = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return set()
+    return established_remotes([process], strict=True)
+
+
 def normalize_ip(address):
     """``::ffff:1.2.3.4`` -> ``1.2.3.4``; other addresses in compressed form."""
     try:
@@ -145,10 +159,15 @@ def established_remotes(processes, strict=False):
 
 
 def is_connected(entry, remotes):
-    """True when ``remotes`` hold a connection to one of ``entry``'s addresses and ports."""
+    """
+    True when ``remotes`` hold a connection to one of ``entry``'s addresses on its
+    publish port: the minion subscribes to exactly one master's publisher (several
+    in multi-master mode). Ret-port connections say nothing: the ``ha`` beacon's
+    probes and a request socket left from before a failover keep one open to a hung
+    master for as long as it hangs.
+    """
     addresses = {normalize_ip(address) for address in entry["addresses"]}
-    ports = {entry["ret_port"], entry["publish_port"]}
-    return any(ip in addresses and port in ports for ip, port in remotes)
+    return any(ip in addresses and port == entry["publish_port"] for ip, port in remotes)
 
 
 def mark_connected(entries, pidfile):

@@ -4,9 +4,10 @@ What one master is (its inventory) and how masters differ (drift).
 :func:`master_inventory` collects, for this master: the HA-relevant effective
 options (secrets masked), the ``master.pub`` fingerprint, minion key fingerprints
 by state, file_roots/pillar_roots tree hashes per environment, gitfs remote
-revisions and versions. :func:`compare_inventories` turns several masters'
-inventories into a list of differences, each naming the masters and what differs;
-the list is empty when they agree.
+revisions, versions and the job store settings (:func:`job_store_config`).
+:func:`compare_inventories` turns several masters' inventories into a list of
+differences, each naming the masters and what differs; the list is empty when they
+agree.
 """
 
 import collections.abc
@@ -23,28 +24,42 @@ import ha_keys
 MASK = "*****"
 # Options that must agree on every master for failover to behave the same on each.
 HA_OPTIONS = (
-    "publish_port", "ret_port", "transport", "hash_type", "keysize", "keys.cache_driver",
+    "publish_port", "ret_port", "transport", "keysize", "keys.cache_driver",
     "master_sign_pubkey", "master_use_pubkey_signature", "master_sign_key_name",
     "master_pubkey_signature", "open_mode", "auto_accept", "autosign_grains_dir",
     "fileserver_backend", "gitfs_remotes", "gitfs_base", "gitfs_saltenv", "ext_pillar",
     "pillarenv", "pillar_source_merging_strategy", "state_top", "top_file_merging_strategy",
     "env_order", "default_top", "file_ignore_regex", "file_ignore_glob", "cluster_id",
 )
+# Where jobs and their returns are kept, and for how long: masters that disagree do not
+# see each other's jobs after a failover (``jobs.lookup_jid`` on the survivor is empty).
+# hash_type is here (not in HA_OPTIONS): local_cache names job directories with it.
+JOB_STORE_OPTIONS = (
+    "master_job_cache", "ext_job_cache", "job_cache", "keep_jobs_seconds", "keep_jobs", "archive_jobs", "hash_type",
+)
+# The options naming the returners that hold jobs; each one's own options (``returner.<name>.*``
+# or ``<name>.*``, e.g. ``returner.pgjsonb.host``) are its connection.
+JOB_STORE_RETURNER_OPTIONS = ("master_job_cache", "ext_job_cache")
 SECRET_KEY = re.compile(r"pass|secret|token|private|credential|api_?key", re.IGNORECASE)
 URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
+# key=value connection strings (libpq, ODBC): ``host=db password=x`` -> ``password=*****``
+DSN_SECRET = re.compile(r"(?P<key>\b(?:password|passwd|pass|pwd)\s*=\s*)(?:'[^']*'|\"[^\"]*\"|[^\s;]+)", re.IGNORECASE)
 SKIP_DIRS = frozenset({".git", ".svn", ".hg", "__pycache__"})
 LISTED = 50  # differing items named per difference; the count says how many in all
 
 
 def mask_secrets(value):
-    """``value`` as plain dicts/lists, secret-named keys and URL credentials replaced by ``*****``."""
+    """
+    ``value`` as plain dicts/lists, secret-named keys, URL credentials and
+    ``password=`` in connection strings replaced by ``*****``.
+    """
     if isinstance(value, collections.abc.Mapping):  # also Salt's ImmutableDict
         return {
             key: (MASK if SECRET_KEY.search(str(key)) else mask_secrets(item))
             for key, item in value.items()
         }
     if isinstance(value, str):
-        return URL_USERINFO.sub(rf"\g<scheme>{MASK}@", value)
+        return DSN_SECRET.sub(rf"\g<key>{MASK}", URL_USERINFO.sub(rf"\g<scheme>{MASK}@", value))
     if isinstance(value, (collections.abc.Sequence, collections.abc.Set)) and not isinstance(value, bytes):
         return [mask_secrets(item) for item in value]
     return value
@@ -53,6 +68,39 @@ def mask_secrets(value):
 def ha_config(opts):
     """The HA-relevant effective options, secrets masked."""
     return {name: mask_secrets(opts.get(name)) for name in HA_OPTIONS}
+
+
+def job_store_returners(opts):
+    """The returner names ``master_job_cache`` and ``ext_job_cache`` set, in that order, once each."""
+    names = []
+    for option in JOB_STORE_RETURNER_OPTIONS:
+        name = opts.get(option)
+        if isinstance(name, str) and name.strip() and name.strip() not in names:
+            names.append(name.strip())
+    return names
+
+
+def returner_options(opts, name):
+    """Every option of returner ``name``: ``returner.<name>``, ``returner.<name>.*``, ``<name>``, ``<name>.*``."""
+    prefixes = (f"returner.{name}", name)
+    return {
+        key: value
+        for key, value in opts.items()
+        if isinstance(key, str) and any(key == prefix or key.startswith(f"{prefix}.") for prefix in prefixes)
+    }
+
+
+def job_store_config(opts):
+    """
+    The job store settings (:data:`JOB_STORE_OPTIONS`) and the options of each
+    returner that holds jobs (the store's connection), secrets masked: a
+    password shows as ``*****`` when set, so drift sees "set here, unset there",
+    never the value (two different passwords look the same).
+    """
+    settings = {name: opts.get(name) for name in JOB_STORE_OPTIONS}
+    for name in job_store_returners(opts):
+        settings.update(returner_options(opts, name))
+    return mask_secrets(settings)
 
 
 def _file_hash(path):
@@ -154,6 +202,7 @@ def master_inventory(opts, key_fingerprints, trees=True):
         "master_sign_pub_fingerprint": sign_pub,
         "master_sign_pubkey": bool(opts.get("master_sign_pubkey")),
         "config": ha_config(opts),
+        "job_store": job_store_config(opts),
         "keys": key_fingerprints,
     }
     if trees:
@@ -193,6 +242,20 @@ def _key_differences(inventories):
     return [_difference("minion keys", sorted(inventories), count=len(differing), minions=listed)]
 
 
+def _job_store_differences(inventories):
+    """
+    One item for every job store setting that differs: ``options`` names them, and
+    ``masters`` holds each master's values of those options (``None``: not set there).
+    """
+    stores = {name: inv.get("job_store") or {} for name, inv in inventories.items()}
+    options = sorted(set().union(*(store.keys() for store in stores.values())))
+    differing = [option for option in options if len({repr(store.get(option)) for store in stores.values()}) > 1]
+    if not differing:
+        return []
+    values = {name: {option: store.get(option) for option in differing} for name, store in stores.items()}
+    return [_difference("job store", values, options=differing)]
+
+
 def _tree_differences(inventories, field):
     differences = []
     envs = sorted(set().union(*((inv.get(field) or {}).keys() for inv in inventories.values())))
@@ -229,6 +292,8 @@ def compare_inventories(inventories):
         values = {name: config.get(option) for name, config in configs.items()}
         if len({repr(value) for value in values.values()}) > 1:
             differences.append(_difference(f"config {option}", values))
+    if all("job_store" in inv for inv in inventories.values()):
+        differences += _job_store_differences(inventories)
     differences += _key_differences(inventories)
     if all("file_roots" in inv for inv in inventories.values()):
         differences += _tree_differences(inventories, "file_roots")

@@ -6,7 +6,8 @@ Lint a minion's failover settings against what Salt 3008's minion code really do
 warnings, then infos, ending with the failover time estimate (HA901,
 :mod:`ha_failover_time`). The rules live by theme, each citing the Salt code or the
 measurement it relies on: :mod:`ha_lint_masters` (HA1xx), :mod:`ha_lint_timing`
-(HA2xx), :mod:`ha_lint_network` (HA3xx), :mod:`ha_lint_options` (HA4xx). A finding is
+(HA2xx), :mod:`ha_lint_network` (HA3xx), :mod:`ha_lint_options` (HA4xx),
+:mod:`ha_lint_returns` (HA5xx). A finding is
 ``{"id", "severity", "option", "message", "suggestion"}`` (:mod:`ha_lint_findings`,
 where every id is declared with its title).
 """
@@ -19,6 +20,7 @@ import ha_failover_time
 import ha_lint_masters
 import ha_lint_network
 import ha_lint_options
+import ha_lint_returns
 import ha_lint_timing
 from ha_lint_context import build_context
 
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 # Every rule, in the order its findings appear within one severity.
 RULES = (
     ha_lint_options.check_config_files,
+    ha_lint_options.check_replaced_lists,
     ha_lint_options.check_unknown_options,
     ha_lint_options.check_option_types,
     ha_lint_masters.check_master_type,
@@ -51,6 +54,7 @@ RULES = (
     ha_lint_network.check_retry_dns,
     ha_lint_timing.check_random_master,
     ha_lint_timing.check_ha_beacon_timing,
+    ha_lint_returns.check_returns_engine,
 )
 
 

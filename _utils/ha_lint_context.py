@@ -48,6 +48,11 @@ class LintContext:
     def failover(self):
         return self.master_type in FAILOVER_TYPES
 
+    @property
+    def running_minion(self):
+        """The options are a running minion's (``__role`` present): its whole configuration."""
+        return "__role" in self.supplied_options
+
     def number(self, option):
         """The effective option as a float, tolerant of numeric strings; 0.0 when unusable."""
         return as_number(self.effective_options.get(option))

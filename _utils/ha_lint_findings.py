@@ -7,8 +7,8 @@ A finding is ``{"id", "severity": "error"|"warning"|"info", "option", "message",
 ``ha.lint`` table lists the same ids); a rule declares the ids it may return with
 :func:`produces`. Ids are numbered by theme: HA1xx the master list and
 ``master_type``, HA2xx detection, failback and sign-in timing, HA3xx DNS and
-transport, HA4xx unknown options, value types and config files, HA9xx the failover
-time estimate.
+transport, HA4xx unknown options, value types and config files, HA5xx job returns
+across a failover (the ``ha_returns`` engine), HA9xx the failover time estimate.
 """
 
 import ha_text
@@ -54,6 +54,10 @@ FINDING_TITLES = {
     "HA408": "an included file Salt ignores (invalid YAML or not a mapping)",
     "HA409": "include or default_include is not a path or a list of paths",
     "HA410": "an include entry that matches no file",
+    "HA411": "an engines list that another file's engines replace (Salt never starts those engines)",
+    # HA5xx: job returns across a failover (ha_lint_returns)
+    "HA501": "failover without the ha_returns engine: returns in flight are dropped",
+    "HA502": "the ha_returns engine's options are invalid",
     # HA9xx: the estimate (ha_failover_time)
     "HA901": "the estimated worst-case failover time",
 }

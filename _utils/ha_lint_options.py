@@ -1,8 +1,9 @@
 """
 Lint rules HA4xx: the options as written. Names Salt does not know (Salt ignores
 them silently, so a typo of a failover option breaks failover), values of the wrong
-type (Salt only logs a warning), and config files the minion cannot use
-(:mod:`ha_minion_config` finds them; the daemon exits, crashes or skips them).
+type (Salt only logs a warning), config files the minion cannot use
+(:mod:`ha_minion_config` finds them; the daemon exits, crashes or skips them), and
+``engines`` lists one file silently replaces in another.
 
 Each rule takes a :class:`ha_lint_context.LintContext` and returns a list of findings
 with the ids it declares (:func:`ha_lint_findings.produces`).
@@ -186,7 +187,40 @@ def check_config_files(ctx):
     is renamed to ``*YAMLError`` and started without, and a broken file named by a
     nested ``include`` is skipped with an error in the log.
     """
-    return [config_file_finding(problem) for problem in ctx.config_problems]
+    return [
+        config_file_finding(problem)
+        for problem in ctx.config_problems
+        if problem.effect != ha_minion_config.REPLACED
+    ]
+
+
+@produces("HA411")
+def check_replaced_lists(ctx):
+    """
+    HA411: an ``engines`` list Salt drops. ``salt.config.minion_config`` updates the
+    config file's options with the merged ``default_include`` files by a plain
+    ``dict.update`` (then with the ``include`` files): lists are merged only between
+    the files of one layer, so an ``engines`` key in any ``minion.d/*.conf`` drop-in
+    replaces the config file's ``engines`` whole, and those engines never start
+    (:func:`ha_minion_config.replaced_lists` finds them).
+    """
+    return [
+        replaced_list_finding(problem)
+        for problem in ctx.config_problems
+        if problem.effect == ha_minion_config.REPLACED
+    ]
+
+
+def replaced_list_finding(problem):
+    """HA411 for one :data:`ha_minion_config.REPLACED` problem."""
+    kept = ", ".join(repr(path) for path in problem.replaced_by)
+    option = ha_text.printable(problem.option)
+    return lint_finding(
+        "HA411", "warning", problem.option,
+        f"config file {problem.path!r} {ha_text.printable(problem.problem)}",
+        f"move the {option} of {problem.path!r} into {kept}, or keep every {option} list in "
+        f"minion.d/*.conf drop-ins, where Salt merges them",
+    )
 
 
 # effect -> (id, severity, what it does to the minion, suggestion); the texts are

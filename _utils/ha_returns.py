@@ -125,13 +125,15 @@ def configured_options(opts):
     return None
 
 
-def connected_master(opts, hint=None, timeout=1):
+def connected_masters(opts, minion_pid, timeout=1):
     """
-    The master (as Salt names it in a return's tag: the host of its entry) the
-    minion daemon holds an ESTABLISHED connection to, read from its sockets;
-    ``hint`` when it is one of several; None when there is none.
+    The masters (as Salt names them in a return's tag: the host of the entry) whose
+    publish port the minion's main process ``minion_pid`` (the engine's parent) holds
+    an ESTABLISHED connection to, in the order of its master list: one for a failover
+    minion, several for a multi-master one. Only that process counts: a job process
+    forked before a failover holds a copy of the old master's socket until it ends.
     """
-    remotes = ha_connection.daemon_remotes(opts.get("pidfile"))
+    remotes = ha_connection.process_remotes(minion_pid)
     connected = []
     for endpoint in ha_endpoints.master_endpoints(opts):
         try:
@@ -140,11 +142,9 @@ def connected_master(opts, hint=None, timeout=1):
             log.debug("salt-ha returns: %s", err)
             continue
         entry = {"addresses": addresses, "ret_port": endpoint.ret_port, "publish_port": endpoint.publish_port}
-        if ha_connection.is_connected(entry, remotes):
+        if ha_connection.is_connected(entry, remotes) and endpoint.host not in connected:
             connected.append(endpoint.host)
-    if hint in connected:
-        return hint
-    return connected[0] if connected else None
+    return connected
 
 
 def replay_load(load, minion_id, from_master, reason):
@@ -167,8 +167,9 @@ class ReturnGuard:
     """
     The engine's state: returns in flight, undelivered ones, replays in flight.
 
-    ``locate(hint)`` (given by the engine) names the master the minion daemon is
-    connected to now, or None; ``hint`` is the master the bus last said it connected to.
+    ``locate()`` (given by the engine) lists the masters the minion daemon is
+    connected to now (read from its sockets); :attr:`hint` is the master the bus
+    last said it connected to, preferred among them.
     """
 
     def __init__(self, minion_id, ledger, config, locate, clock=time.time):
@@ -296,12 +297,33 @@ class ReturnGuard:
         return sorted(due, key=lambda entry: entry["seen"])
 
     def _judge(self, request_id):
-        """A return in flight whose master is not the connected one was skipped: undelivered."""
+        """A return in flight whose master the minion is no longer connected to was skipped: undelivered."""
         entry = self.in_flight[request_id]
-        connected = self.locate(self.hint)
-        if connected is not None and connected != entry["master"]:
+        connected = self.locate()
+        if connected and entry["master"] not in connected:
             self.in_flight.pop(request_id)
-            self._undelivered(entry, f"the minion moved from {entry['master']} to {connected} before it returned")
+            self._undelivered(entry, f"the minion moved from {entry['master']} to {connected[0]} before it returned")
+
+    def target(self):
+        """The master to replay to: the one the bus named if the daemon is connected to it, else the first; or None."""
+        connected = self.locate()
+        if self.hint in connected:
+            return self.hint
+        return connected[0] if connected else None
+
+    def due_replays(self, no_master_retry=1.0):
+        """
+        :meth:`tick`, then a replay ``(tag, load)`` to fire for each return due, to
+        :meth:`target`; with no master connected they wait ``no_master_retry`` seconds.
+        """
+        fired = []
+        for entry in self.tick():
+            target = self.target()
+            if target is None:
+                self.postpone(entry, no_master_retry)
+                continue
+            fired.append(self.replay(entry, target))
+        return fired
 
     def replay(self, entry, target):
         """Mark ``entry`` as replayed to ``target`` now; returns ``(tag, load)`` to fire."""

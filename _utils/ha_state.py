@@ -25,6 +25,9 @@ import ha_config_file
 import ha_files
 import ha_keys
 import ha_lint
+import ha_lint_options
+import ha_minion_config
+import ha_returns
 import ha_text
 import ha_validate
 
@@ -220,6 +223,133 @@ def failover_options(
     return options
 
 
+# --- the ha_returns engine in the drop-in ---------------------------------------------
+
+RETURNS_ENGINE = "ha_returns"
+
+
+def returns_engine_options(returns_engine, opts):
+    """
+    The ``ha_returns`` options ``ha.minion_failover(returns_engine=...)`` asks for:
+    None for False, ``{}`` for True, a mapping as given; validated with
+    ``ha_returns.engine_config`` against the minion's ``opts`` (raises
+    ``SaltInvocationError`` naming the bad option and value).
+    """
+    if returns_engine is False:
+        return None
+    if returns_engine is True:
+        options = {}
+    elif isinstance(returns_engine, dict):
+        options = plain(validate_settings(returns_engine, "returns_engine"))
+    else:
+        raise SaltInvocationError(
+            f"returns_engine {returns_engine!r} is not True, False or a mapping of {RETURNS_ENGINE} options"
+        )
+    try:
+        ha_returns.engine_config(options, opts)
+    except SaltInvocationError as err:
+        raise SaltInvocationError(f"returns_engine: {err}") from None
+    return options
+
+
+def configured_returns_engine(source, opts):
+    """
+    The ``ha_returns`` options a config file lists under ``engines`` (None when it
+    does not); raises ``SaltInvocationError`` naming the file when the engine could
+    not run with them.
+    """
+    try:
+        options = ha_returns.configured_options(source.options)
+    except (TypeError, ValueError) as err:
+        raise SaltInvocationError(
+            f"{source.path!r} has an engines option Salt cannot use ({ha_text.printable(err)}): fix it there"
+        ) from None
+    if options is not None:
+        try:
+            ha_returns.engine_config(options, opts)
+        except SaltInvocationError as err:
+            raise SaltInvocationError(
+                f"{source.path!r} lists {RETURNS_ENGINE} under engines with options the engine refuses "
+                f"({ha_text.printable(err)}): fix them there"
+            ) from None
+    return options
+
+
+def plan_returns_engine(path, conf_file, wanted, opts):
+    """
+    ``(engines for the drop-in at path or None, notes)`` for the ``ha_returns``
+    options ``wanted`` (None: the drop-in lists no engine), given the other files the
+    minion reads (:func:`ha_minion_config.read_minion_config`; Salt merges ``engines``
+    lists only between the files of one layer, a later layer replaces them whole):
+
+    - ``ha_returns`` already in an ``engines`` list Salt keeps: nothing listed (a
+      second entry would start a second engine); refused when ``wanted`` names other
+      options than that file's, or when those options are invalid;
+    - the config file has an ``engines`` list of its own: refused (a drop-in's
+      ``engines`` replaces it whole, those engines would silently stop);
+    - a file read through ``include`` sets ``engines``: refused (it replaces every
+      drop-in's ``engines``, ha_returns would never start);
+    - else ``[{ha_returns: wanted}]``; other drop-ins' ``engines`` are merged with it
+      by Salt (named in a note).
+
+    ``engines`` lists Salt already ignores are quoted as ``ha.lint`` warnings (HA411).
+    """
+    if wanted is None:
+        return None, ()
+    real = os.path.realpath(path)
+    written = ha_minion_config.read_minion_config(conf_file)
+    others = [source for source in written.sources if os.path.realpath(source.path) != real]
+    notes = tuple(
+        f"warning: {finding_text(ha_lint_options.replaced_list_finding(problem))}"
+        for problem in written.problems
+        if problem.effect == ha_minion_config.REPLACED and os.path.realpath(problem.path) != real
+    )
+    for source in ha_minion_config.kept_sources(others, "engines"):
+        configured = configured_returns_engine(source, opts)
+        if configured is None:
+            continue
+        if wanted and configured != wanted:
+            raise SaltInvocationError(
+                f"{RETURNS_ENGINE} is already listed under engines in {source.path!r} with the options "
+                f"{configured!r}, not {wanted!r}: change them there (a second {RETURNS_ENGINE} entry "
+                "would start a second engine), or pass returns_engine: True"
+            )
+        note = f"{RETURNS_ENGINE} is already listed under engines in {source.path!r}: not listed a second time."
+        return None, (note,) + notes
+    for source in others:
+        if source.layer == "conf_file" and source.options.get("engines"):
+            raise SaltInvocationError(main_engines_refusal(source, others))
+    replacing = ha_minion_config.replacing_sources(others, "default_include", "engines")
+    if replacing:
+        files = ", ".join(repr(source.path) for source in replacing)
+        raise SaltInvocationError(
+            f"{files} (read through include) {ha_minion_config.sets(replacing)} engines, replacing every "
+            f"minion.d drop-in's engines whole, so {RETURNS_ENGINE} would never start: list {RETURNS_ENGINE} there and "
+            "leave returns_engine False"
+        )
+    merged = [source.path for source in others if source.layer == "default_include" and source.options.get("engines")]
+    if merged:
+        notes = (f"Salt merges these engines with those of {', '.join(map(repr, merged))}.",) + notes
+    return [{RETURNS_ENGINE: wanted}], notes
+
+
+def main_engines_refusal(source, others):
+    """Why the config file's own ``engines`` list stops ``returns_engine``, and the fix."""
+    move = "move that engines list into a minion.d/*.conf drop-in (Salt merges the drop-ins' lists)"
+    ignored = ha_minion_config.replacing_sources(others, source.layer, "engines")
+    if ignored:
+        files = ", ".join(repr(other.path) for other in ignored)
+        return (
+            f"the config file {source.path!r} has an engines list of its own, which Salt already "
+            f"ignores ({files} {ha_minion_config.sets(ignored)} engines too, replacing it whole): {move}"
+        )
+    return (
+        f"the config file {source.path!r} has an engines list of its own, which the drop-in's "
+        "engines would replace whole (Salt merges engines lists only between drop-ins), so those "
+        f"engines would silently stop: {move}, or list {RETURNS_ENGINE} in it and leave "
+        "returns_engine False"
+    )
+
 
 def lint_failover(options, port_context=None):
     """
@@ -239,9 +369,13 @@ def finding_text(item):
     return f"{item['id']} {ha_text.printable(item['option'])}: {item['message']} (suggestion: {item['suggestion']})"
 
 
-def plan_minion_failover(name, conf_file, options, port_context=None):
+def plan_minion_failover(name, conf_file, options, port_context=None, returns_engine=None, opts=None):
     """
-    Plan the minion drop-in ``name`` holding ``options`` (see :func:`failover_options`).
+    Plan the minion drop-in ``name`` holding ``options`` (see :func:`failover_options`),
+    plus ``engines: [{ha_returns: returns_engine}]`` when ``returns_engine`` (options
+    from :func:`returns_engine_options`) is not None and :func:`plan_returns_engine`
+    finds that no other file lists it (``opts``: the minion's options, for
+    ``ha_returns.engine_config``).
 
     Refuses (``SaltInvocationError``) when ``ha_lint`` finds an error in them;
     its warnings become notes. ``changes`` is ``{option: {"old", "new"}}``, plus
@@ -250,6 +384,9 @@ def plan_minion_failover(name, conf_file, options, port_context=None):
     kept as the backup, its options count as none (``old`` None).
     """
     path = dropin_path(name, conf_file, "minion.d")
+    engines, engine_notes = plan_returns_engine(path, conf_file, returns_engine, opts or {})
+    if engines is not None:
+        options = {**options, "engines": engines}
     errors, warnings = lint_failover(options, port_context)
     if errors:
         raise SaltInvocationError(
@@ -265,7 +402,7 @@ def plan_minion_failover(name, conf_file, options, port_context=None):
         changes = {"file": "rewritten in canonical form (same options)"}
     if corrupt:
         changes["corrupt_file"] = corrupt_change(plan)
-    notes = tuple(f"warning: {finding_text(item)}" for item in warnings)
+    notes = engine_notes + tuple(f"warning: {finding_text(item)}" for item in warnings)
     return StatePlan((plan,), changes, notes)
 
 

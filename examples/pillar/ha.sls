@@ -19,6 +19,13 @@ ha:
     # Restart the minion in the background once the highstate has returned
     # (minion_restart_command, the salt-minion systemd unit, or a -d daemon).
     restart: True
+    # The ha_returns engine delivers the returns of jobs that end while the minion
+    # fails over (Salt drops them): True, or a mapping of its options (max_age,
+    # max_bytes, grace, answer_timeout, retry_max, replay_timeout, directory). The
+    # drop-in then lists engines: [{ha_returns: ...}]. A drop-in's engines replace
+    # the engines list of /etc/salt/minion itself, so the state refuses while that
+    # file has one: move it into a minion.d/*.conf drop-in (Salt merges those).
+    returns_engine: False
 
   master:
     # Drop-in written by ha.master_config in master.d/ on every master: identical bytes.

@@ -61,3 +61,28 @@ def test_lint_of_the_running_minion_reads_a_custom_default_include(modules, conf
     conf_file.write_text("id: ha-functional-minion\n")
     ids = [f["id"] for f in modules.ha.lint()]
     assert "HA206" in ids and "HA209" not in ids, ids
+
+
+def test_lint_of_the_running_minion_names_an_engines_list_salt_drops(modules, conf_file):
+    """engines in the config file and in a minion.d drop-in: Salt starts only the drop-in's (HA411)."""
+    dropin = conf_file.parent / "minion.d" / "engines.conf"
+    dropin.write_text("engines: [{ha_health: {port: 4510}}]\n")
+    assert not [f for f in modules.ha.lint() if f["id"] == "HA411"]
+    conf_file.write_text("id: ha-functional-minion\nengines: [pytest]\n")
+    (found,) = [f for f in modules.ha.lint() if f["id"] == "HA411"]
+    assert (found["severity"], found["option"]) == ("warning", "engines")
+    assert found["message"].startswith(f"config file {str(conf_file)!r} sets engines [pytest], which Salt ignores: ")
+    assert repr(str(dropin)) in found["message"]
+
+
+def test_lint_of_the_running_minion_suggests_the_returns_engine_and_checks_its_options(modules, conf_file):
+    """A failover minion without ha_returns: HA501 (info); with bad ha_returns options: HA502 (error)."""
+    (found,) = [f for f in modules.ha.lint() if f["id"] == "HA501"]
+    assert found["severity"] == "info" and "returns_engine: True" in found["suggestion"]
+    dropin = conf_file.parent / "minion.d" / "returns.conf"
+    dropin.write_text("engines: [{ha_returns: {max_age: 5}}]\n")
+    findings = modules.ha.lint()
+    assert [(f["id"], f["severity"]) for f in findings if f["option"] == "engines"] == [("HA502", "error")]
+    assert "ha_returns max_age 5 is not a whole number" in findings[0]["message"]
+    dropin.write_text("engines: [{ha_returns: {max_age: 3600}}]\n")
+    assert not [f for f in modules.ha.lint() if f["option"] == "engines"]

@@ -320,3 +320,16 @@ def test_a_key_file_here_carrying_a_private_key_is_never_sent(runners, opts, mas
     body = secret.splitlines()[1]
     assert body not in json.dumps(result) and body not in caplog.text
     assert sorted(os.listdir(pathlib.Path(peer_opts["pki_dir"]) / MINIONS)) == ["good"]
+
+
+def test_local_inventory_shows_the_job_store_with_its_password_masked(opts):
+    password = "s3cret-pg-password"
+    store_opts = dict(opts, master_job_cache="pgjsonb", **{"returner.pgjsonb.host": "pg1", "returner.pgjsonb.pass": password})
+    runners = loaded_runners(store_opts)
+    runners.pack["__jid_event__"] = FakeJidEvent()
+    inventory = runners["ha.local_inventory"](keys=False, trees=False)
+    store = inventory["job_store"]
+    assert (store["master_job_cache"], store["returner.pgjsonb.host"]) == ("pgjsonb", "pg1")
+    assert store["returner.pgjsonb.pass"] == "*****"
+    assert password not in json.dumps(inventory)
+    assert runners["ha.drift"]()["differences"] == []

@@ -97,6 +97,10 @@ BAD_FAILOVER = [
     ({"name": "/etc/salt/minion.d/ha.conf"}, "outside the salt config dir"),
     ({"name": "../minion"}, "does not end in .conf"),
     ({"restart": "yes"}, "restart 'yes'"),
+    ({"returns_engine": "yes"}, "returns_engine 'yes' is not True, False or a mapping"),
+    ({"returns_engine": {"max_age": 5}}, "ha_returns max_age 5 is not a whole number"),
+    ({"returns_engine": {"directory": "ledger"}}, "ha_returns directory 'ledger' is not an absolute path"),
+    ({"returns_engine": {"frobnicate": 1}}, "ha_returns has no option 'frobnicate'"),
 ]
 
 
@@ -159,6 +163,65 @@ def test_minion_failover_restart_refused_for_a_foreground_minion_before_writing(
     finally:
         daemon.kill()
         daemon.wait()
+
+
+# --- returns_engine: the ha_returns engine in the drop-in -------------------------------
+
+
+@pytest.mark.parametrize("returns_engine", [True, {"max_age": 3600}], ids=["True", "options"])
+def test_minion_failover_returns_engine_predicts_writes_then_reports_no_changes(states, config_dir, returns_engine):
+    dropin = config_dir / "minion.d" / "ha-failover.conf"
+    engines = [{"ha_returns": {} if returns_engine is True else returns_engine}]
+    predicted = states.ha.minion_failover(
+        name="ha-failover.conf", masters=MASTERS, returns_engine=returns_engine, test=True
+    )
+    assert predicted.result is None, predicted.comment
+    assert predicted.changes["engines"] == {"old": None, "new": engines}
+    assert "restart required" in predicted.comment
+    assert not dropin.exists()
+    applied = states.ha.minion_failover(name="ha-failover.conf", masters=MASTERS, returns_engine=returns_engine)
+    assert applied.result is True, applied.comment
+    assert applied.changes["engines"] == {"old": None, "new": engines}
+    assert "restart required" in applied.comment
+    assert yaml.safe_load(dropin.read_text())["engines"] == engines
+    content = dropin.read_bytes()
+    again = states.ha.minion_failover(name="ha-failover.conf", masters=MASTERS, returns_engine=returns_engine)
+    assert (again.result, again.changes) == (True, {})
+    assert dropin.read_bytes() == content
+    off = states.ha.minion_failover(name="ha-failover.conf", masters=MASTERS)
+    assert off.result is True and off.changes == {"engines": {"old": engines, "new": None}}
+
+
+def test_minion_failover_returns_engine_refused_while_the_config_file_has_engines(states, config_dir, testmode):
+    main = config_dir / "minion"
+    main.write_text("id: ha-functional-minion\nengines: [pytest]\n")
+    before = {path: path.read_bytes() for path in config_dir.rglob("*") if path.is_file()}
+    ret = states.ha.minion_failover(name="ha-failover.conf", masters=MASTERS, returns_engine=True, test=testmode)
+    assert ret.result is False and ret.changes == {}
+    assert "Nothing written" in ret.comment
+    assert f"the config file {str(main)!r} has an engines list of its own" in ret.comment
+    assert "move that engines list into a minion.d/*.conf drop-in" in ret.comment
+    assert "list ha_returns in it and leave returns_engine False" in ret.comment
+    assert {path: path.read_bytes() for path in config_dir.rglob("*") if path.is_file()} == before
+    main.write_text("id: ha-functional-minion\nengines: [pytest, ha_returns]\n")
+    kept = states.ha.minion_failover(name="ha-failover.conf", masters=MASTERS, returns_engine=True, test=testmode)
+    assert kept.result is (None if testmode else True), kept.comment
+    assert "engines" not in kept.changes
+    assert f"ha_returns is already listed under engines in {str(main)!r}: not listed a second time." in kept.comment
+
+
+def test_minion_failover_returns_engine_merges_with_other_dropins(states, config_dir):
+    other = config_dir / "minion.d" / "engines.conf"
+    other.write_text("engines: [{ha_health: {port: 4510}}]\n")
+    dropin = config_dir / "minion.d" / "ha-failover.conf"
+    ret = states.ha.minion_failover(name=str(dropin), masters=MASTERS, returns_engine=True)
+    assert ret.result is True, ret.comment
+    assert f"Salt merges these engines with those of {str(other)!r}." in ret.comment
+    assert yaml.safe_load(dropin.read_text())["engines"] == [{"ha_returns": {}}]
+    other.write_text("engines: [{ha_health: {port: 4510}}, ha_returns]\n")
+    moved = states.ha.minion_failover(name=str(dropin), masters=MASTERS, returns_engine=True)
+    assert moved.result is True and moved.changes == {"engines": {"old": [{"ha_returns": {}}], "new": None}}
+    assert f"ha_returns is already listed under engines in {str(other)!r}" in moved.comment
 
 
 # --- a corrupt drop-in: named, replaced, kept as the backup ----------------------------

@@ -171,7 +171,7 @@ class ApiLab(lablib.Lab):
             "netapi_enable_clients": ["runner", "wheel"],
             # Only what peers need (as examples/master.d/ha.conf recommends).
             "external_auth": {
-                "sharedsecret": {SYNC_USER: [{"@runner": ["ha.local_inventory", "ha.receive_keys"]}]}
+                "sharedsecret": {SYNC_USER: [{"@runner": ["ha.local_inventory", "ha.receive_keys", "ha.local_jobs"]}]}
             },
             "sharedsecret": self.password,
             "ha": {"peers": peers},

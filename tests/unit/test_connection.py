@@ -152,17 +152,17 @@ def test_normalize_ip(address, normal):
 @pytest.mark.parametrize(
     "addresses,remotes,connected",
     [
-        (["127.10.0.1"], {("127.10.0.1", 4506)}, True),
+        (["127.10.0.1"], {("127.10.0.1", 4506)}, False),  # ret port only: a probe, a leftover request socket
         (["127.10.0.1"], {("127.10.0.1", 4505)}, True),
         (["127.10.0.1"], {("127.10.0.1", 4507)}, False),  # same IP, other port
         (["127.10.0.1"], {("127.10.0.2", 4506)}, False),  # same port, other IP
         (["127.10.0.1"], {("127.10.0.1", 22), ("127.10.0.2", 4506)}, False),
         (["127.10.0.1"], set(), False),
         ([], {("127.10.0.1", 4506)}, False),
-        (["127.10.0.2", "127.10.0.1"], {("127.10.0.1", 4506)}, True),
-        (["::ffff:127.10.0.1"], {("127.10.0.1", 4506)}, True),
+        (["127.10.0.2", "127.10.0.1"], {("127.10.0.1", 4505)}, True),
+        (["::ffff:127.10.0.1"], {("127.10.0.1", 4505)}, True),
         (["2001:DB8::1"], {("2001:db8::1", 4505)}, True),
-        (["fe80::1%eth0"], {("fe80::1", 4506)}, True),
+        (["fe80::1%eth0"], {("fe80::1", 4505)}, True),
     ],
 )
 def test_is_connected(addresses, remotes, connected):
@@ -206,18 +206,18 @@ def test_mark_connected(tmp_path, connected_child, tcp_server):
     pidfile = write_pidfile(tmp_path, connected_child.pid)
     entries = [
         master("same-ip-other-ports", tcp_server + 1, tcp_server + 2),
-        master("other-ip", tcp_server, addresses=["127.10.0.1"]),
-        master("target", tcp_server),
-        master("v4-mapped", tcp_server, addresses=["::ffff:127.0.0.1"]),
-        master("via-publish-port", tcp_server + 1, tcp_server),
+        master("other-ip", 4506, tcp_server, addresses=["127.10.0.1"]),
+        master("via-ret-port-only", tcp_server, tcp_server + 1),
+        master("target", 4506, tcp_server),
+        master("v4-mapped", 4506, tcp_server, addresses=["::ffff:127.0.0.1"]),
     ]
     assert ha_connection.mark_connected(entries, pidfile) == "target"
     assert {e["master"]: e["connected"] for e in entries} == {
         "same-ip-other-ports": False,
         "other-ip": False,
+        "via-ret-port-only": False,
         "target": True,
         "v4-mapped": True,
-        "via-publish-port": True,
     }
 
 
@@ -227,7 +227,7 @@ def test_mark_connected_finds_a_forked_process(tmp_path, spawn, tcp_server):
     grandchild = int(next(line for line in lines if line.startswith("grandchild")).split()[1])
     spawn.also_kill(grandchild)
     assert "connected" in lines
-    entries = [master("m1", tcp_server + 1), master("m2", tcp_server)]
+    entries = [master("m1", 4506, tcp_server + 1), master("m2", 4506, tcp_server)]
     assert ha_connection.mark_connected(entries, write_pidfile(tmp_path, parent.pid)) == "m2"
     assert [e["connected"] for e in entries] == [False, True]
 
@@ -250,7 +250,7 @@ def test_mark_connected_falls_back_to_the_calling_process(tmp_path, tcp_server, 
         "garbage": write_pidfile(tmp_path, "abc"),
         None: None,
     }[pidfile]
-    entries = [master("m1", tcp_server)]
+    entries = [master("m1", 4506, tcp_server)]
     assert ha_connection.mark_connected(entries, path) is None
     with socket.create_connection((LOCALHOST, tcp_server), timeout=5):
         assert ha_connection.mark_connected(entries, path) == "m1"
@@ -301,7 +301,7 @@ def test_process_tree_of_a_process_that_is_gone_is_empty(dead_pid):
 def test_mark_connected_with_an_unreadable_pidfile_raises_and_marks_nothing(tmp_path, tcp_server):
     pidfile = tmp_path / "salt-minion.pid"
     pidfile.mkdir()
-    entries = [master("m1", tcp_server)]
+    entries = [master("m1", 4506, tcp_server)]
     with socket.create_connection((LOCALHOST, tcp_server), timeout=5):
         with pytest.raises(ha_connection.DaemonUnreadable, match="IsADirectoryError"):
             ha_connection.mark_connected(entries, str(pidfile))
@@ -359,5 +359,18 @@ def test_a_salt_call_as_another_user_than_the_daemon_is_told_why_it_cannot_tell(
         f"cannot read the TCP connections of the salt-minion process {connected_child.pid}: AccessDenied"
     )
     # The same call as root sees the connection.
-    entries = [master("m1", tcp_server)]
+    entries = [master("m1", 4506, tcp_server)]
     assert ha_connection.mark_connected(entries, str(readable)) == "m1"
+
+
+# --- process_remotes: one process, not its children ----------------------------
+
+
+def test_process_remotes_reads_one_process_not_its_children(spawn, tcp_server, dead_pid):
+    parent = spawn(FORK_AND_CONNECT, CONNECT_AND_SLEEP, tcp_server)
+    lines = read_lines(parent, 2)
+    grandchild = int(next(line for line in lines if line.startswith("grandchild")).split()[1])
+    spawn.also_kill(grandchild)
+    assert (LOCALHOST, tcp_server) in ha_connection.process_remotes(grandchild)
+    assert (LOCALHOST, tcp_server) not in ha_connection.process_remotes(parent.pid)
+    assert ha_connection.process_remotes(dead_pid) == set()

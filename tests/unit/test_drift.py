@@ -1,6 +1,20 @@
 """Inventories and their differences."""
 
+import json
+import pathlib
+
+import pytest
+import salt.config
+
 import ha_drift
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+JOB_STORE_EXAMPLE = REPO_ROOT / "examples" / "master.d" / "job-store-pgjsonb.conf"
+SECRET = "s3cr3t-Pa55w0rd"
+LOCAL_STORE = {
+    "master_job_cache": "local_cache", "ext_job_cache": "", "job_cache": True, "keep_jobs_seconds": 86400,
+    "keep_jobs": 24, "archive_jobs": False, "hash_type": "sha256",
+}
 
 
 def inventory(name, **changes):
@@ -12,6 +26,7 @@ def inventory(name, **changes):
         "master_sign_pub_fingerprint": None,
         "master_sign_pubkey": False,
         "config": {"publish_port": 4505, "transport": "zeromq"},
+        "job_store": dict(LOCAL_STORE),
         "keys": {"accepted": {"web1": "f1"}, "pending": {}, "rejected": {}, "denied": {}},
         "file_roots": {"base": {"top.sls": "h1"}},
         "pillar_roots": {"base": {}},
@@ -86,3 +101,143 @@ def test_gitfs_revisions_from_the_cache(tmp_path):
         "https://*****@git.example.com/s.git": {"refs/remotes/origin/main": "1111", "refs/tags/v1": "2222"}
     }
     assert ha_drift.gitfs_revisions(str(tmp_path / "none")) == {}
+
+
+def pgjsonb_store(**changes):
+    """A job store inventory section on pgjsonb; ``changes`` with ``None`` values drop a key."""
+    store = dict(
+        LOCAL_STORE,
+        master_job_cache="pgjsonb",
+        **{"returner.pgjsonb.host": "pg1", "returner.pgjsonb.port": 5432, "returner.pgjsonb.pass": ha_drift.MASK},
+    )
+    store.update(changes)
+    return {key: value for key, value in store.items() if value is not None}
+
+
+@pytest.mark.parametrize(
+    "opts, expected_extra",
+    [
+        pytest.param({}, {}, id="defaults: no returner options"),
+        pytest.param(
+            {"master_job_cache": "pgjsonb", "returner.pgjsonb.host": "pg1", "returner.pgjsonb.pass": SECRET},
+            {"returner.pgjsonb.host": "pg1", "returner.pgjsonb.pass": ha_drift.MASK},
+            id="pgjsonb flat options, password masked",
+        ),
+        pytest.param(
+            {"master_job_cache": "pgjsonb", "pgjsonb.password": SECRET, "pgjsonb.db": "salt"},
+            {"pgjsonb.password": ha_drift.MASK, "pgjsonb.db": "salt"},
+            id="<name>.* options",
+        ),
+        pytest.param(
+            {"master_job_cache": "pgjsonb", "returner.pgjsonb": {"host": "pg1", "pass": SECRET}},
+            {"returner.pgjsonb": {"host": "pg1", "pass": ha_drift.MASK}},
+            id="nested mapping, password masked inside",
+        ),
+        pytest.param(
+            {"master_job_cache": "pgjsonb", "ext_job_cache": "redis", "redis.url": f"redis://u:{SECRET}@r1:6379/0",
+             "returner.mysql.host": "unused", "pgjsonbx.host": "unrelated"},
+            {"redis.url": f"redis://{ha_drift.MASK}@r1:6379/0"},
+            id="ext_job_cache too; URL credentials masked; unconfigured returners left out",
+        ),
+        pytest.param(
+            {"master_job_cache": "odbc", "returner.odbc.dsn": f"DSN=salt;UID=salt;PWD={SECRET}",
+             "odbc.conn": f"host=db password='{SECRET} x' dbname=salt"},
+            {"returner.odbc.dsn": f"DSN=salt;UID=salt;PWD={ha_drift.MASK}",
+             "odbc.conn": f"host=db password={ha_drift.MASK} dbname=salt"},
+            id="connection strings: password= masked",
+        ),
+        pytest.param(
+            {"master_job_cache": "mysql", "ext_job_cache": "mysql", "returner.mysql.pass": SECRET},
+            {"returner.mysql.pass": ha_drift.MASK},
+            id="one returner named twice",
+        ),
+    ],
+)
+def test_job_store_config(opts, expected_extra):
+    base = {**LOCAL_STORE, **{key: value for key, value in opts.items() if key in LOCAL_STORE}}
+    full = {**LOCAL_STORE, **opts}
+    assert ha_drift.job_store_config(full) == {**base, **expected_extra}
+    assert SECRET not in json.dumps(ha_drift.job_store_config(full))
+
+
+@pytest.mark.parametrize(
+    "stores, expected",
+    [
+        pytest.param({"a": pgjsonb_store(), "b": pgjsonb_store()}, None, id="same store"),
+        pytest.param(
+            {"a": dict(LOCAL_STORE), "b": dict(LOCAL_STORE, keep_jobs_seconds=3600)},
+            {"options": ["keep_jobs_seconds"], "masters": {"a": {"keep_jobs_seconds": 86400}, "b": {"keep_jobs_seconds": 3600}}},
+            id="keep_jobs_seconds",
+        ),
+        pytest.param(
+            {"a": pgjsonb_store(), "b": dict(LOCAL_STORE)},
+            {
+                "options": ["master_job_cache", "returner.pgjsonb.host", "returner.pgjsonb.pass", "returner.pgjsonb.port"],
+                "masters": {
+                    "a": {"master_job_cache": "pgjsonb", "returner.pgjsonb.host": "pg1",
+                          "returner.pgjsonb.pass": ha_drift.MASK, "returner.pgjsonb.port": 5432},
+                    "b": {"master_job_cache": "local_cache", "returner.pgjsonb.host": None,
+                          "returner.pgjsonb.pass": None, "returner.pgjsonb.port": None},
+                },
+            },
+            id="one master not on the shared store",
+        ),
+        pytest.param(
+            {"a": pgjsonb_store(), "b": pgjsonb_store(**{"returner.pgjsonb.host": "pg2", "returner.pgjsonb.pass": None}),
+             "c": pgjsonb_store(hash_type="md5", keep_jobs=48)},
+            {
+                "options": ["hash_type", "keep_jobs", "returner.pgjsonb.host", "returner.pgjsonb.pass"],
+                "masters": {
+                    "a": {"hash_type": "sha256", "keep_jobs": 24, "returner.pgjsonb.host": "pg1", "returner.pgjsonb.pass": ha_drift.MASK},
+                    "b": {"hash_type": "sha256", "keep_jobs": 24, "returner.pgjsonb.host": "pg2", "returner.pgjsonb.pass": None},
+                    "c": {"hash_type": "md5", "keep_jobs": 48, "returner.pgjsonb.host": "pg1", "returner.pgjsonb.pass": ha_drift.MASK},
+                },
+            },
+            id="three masters: server, password unset, hash_type, legacy keep_jobs",
+        ),
+        pytest.param(
+            {"a": dict(LOCAL_STORE, job_cache=False, ext_job_cache="mysql"), "b": dict(LOCAL_STORE)},
+            {"options": ["ext_job_cache", "job_cache"],
+             "masters": {"a": {"ext_job_cache": "mysql", "job_cache": False}, "b": {"ext_job_cache": "", "job_cache": True}}},
+            id="ext_job_cache and job_cache",
+        ),
+    ],
+)
+def test_job_store_drift_is_one_item_naming_what_differs_per_master(stores, expected):
+    inventories = {name: inventory(name, job_store=store) for name, store in stores.items()}
+    found = [d for d in ha_drift.compare_inventories(inventories) if d["what"] == "job store"]
+    assert found == ([] if expected is None else [{"what": "job store", **expected}])
+
+
+def test_job_store_is_not_compared_with_a_peer_that_does_not_report_it():
+    old_peer = inventory("b")
+    del old_peer["job_store"]
+    differences = ha_drift.compare_inventories({"a": inventory("a", job_store=pgjsonb_store()), "b": old_peer})
+    assert [d["what"] for d in differences] == []
+
+
+def test_hash_type_drift_is_reported_once_in_the_job_store():
+    opts = {"a": dict(LOCAL_STORE), "b": dict(LOCAL_STORE, hash_type="md5")}
+    inventories = {
+        name: inventory(name, config=ha_drift.ha_config(o), job_store=ha_drift.job_store_config(o)) for name, o in opts.items()
+    }
+    assert [d["what"] for d in ha_drift.compare_inventories(inventories)] == ["job store"]
+
+
+def example_master_opts(host, password):
+    """The job store recipe as Salt's master config reader loads it, with this host and password."""
+    opts = salt.config.master_config(str(JOB_STORE_EXAMPLE))
+    opts.update({"returner.pgjsonb.host": host, "returner.pgjsonb.pass": password})
+    return opts
+
+
+def test_the_recipe_on_two_masters_drifts_by_server_and_never_shows_a_password():
+    a = example_master_opts("pg1.example.com", SECRET)
+    b = example_master_opts("pg2.example.com", SECRET + "-other")
+    inventories = {name: inventory(name, job_store=ha_drift.job_store_config(o)) for name, o in (("a", a), ("b", b))}
+    [store] = [d for d in ha_drift.compare_inventories(inventories) if d["what"] == "job store"]
+    assert store["options"] == ["returner.pgjsonb.host"]
+    assert store["masters"] == {"a": {"returner.pgjsonb.host": "pg1.example.com"}, "b": {"returner.pgjsonb.host": "pg2.example.com"}}
+    assert inventories["a"]["job_store"]["returner.pgjsonb.pass"] == ha_drift.MASK
+    shown = json.dumps([inventories, ha_drift.compare_inventories(inventories)])
+    assert SECRET not in shown and "CHANGE-ME" not in shown

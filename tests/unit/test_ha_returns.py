@@ -36,15 +36,18 @@ class Clock:
 
 
 class Locate:
-    """The master the minion daemon is connected to (``master``), and the hints it was given."""
+    """The masters the minion daemon is connected to: ``master``, or ``masters`` when set (multi-master)."""
 
     def __init__(self, master):
         self.master = master
-        self.hints = []
+        self.masters = None
+        self.calls = 0
 
-    def __call__(self, hint):
-        self.hints.append(hint)
-        return self.master
+    def __call__(self):
+        self.calls += 1
+        if self.masters is not None:
+            return list(self.masters)
+        return [self.master] if self.master else []
 
 
 def job_load(jid=JID, minion=MINION, **extra):
@@ -101,14 +104,8 @@ def step(guard, locate):
     One turn of the engine's loop: the replays it fires. Each is fed back to the
     guard, as the engine hears its own events on the minion's bus.
     """
-    fired = []
-    for entry in guard.tick():
-        target = locate(guard.hint)
-        if target is None:
-            guard.postpone(entry, 1.0)
-            continue
-        tag, load = guard.replay(entry, target)
-        fired.append((tag, load))
+    fired = guard.due_replays(1.0)
+    for tag, load in fired:
         guard.on_event(tag, load)
     return fired
 
@@ -470,7 +467,6 @@ def test_a_master_connecting_replays_at_once(guard, locate, clock):
     assert guard.hint == "m3"
     [(tag, _load)] = step(guard, locate)  # no wait
     assert REPLAY_TAG.match(tag)["master"] == "m3"
-    assert locate.hints[-1] == "m3"
 
 
 @pytest.mark.parametrize(
@@ -495,14 +491,30 @@ def test_master_events_set_the_hint(guard, events, hint):
     assert guard.hint == hint
 
 
-def test_the_hint_is_what_locate_is_asked_about(guard, locate, clock):
-    connect(guard, "m2")
-    locate.master = "m2"
+def test_the_hint_is_preferred_among_several_connected_masters(guard, locate, clock):
+    locate.masters = ["m2", "m3"]
+    connect(guard, "m3")
     payload(guard, "r1", "m1")
-    assert locate.hints == ["m2"]
-    guard.on_event(ha_returns.DISCONNECTED_TAG, {"master": "m2"})
-    step(guard, locate)
-    assert locate.hints[-1] is None
+    [(tag, _load)] = step(guard, locate)
+    assert REPLAY_TAG.match(tag)["master"] == "m3"
+    guard.on_event(ha_returns.DISCONNECTED_TAG, {"master": "m3"})
+    payload(guard, "r2", "m1", job_load(jid="20240101120000999999"))
+    clock.advance(2)
+    [(tag, _load)] = step(guard, locate)
+    assert REPLAY_TAG.match(tag)["master"] == "m2"
+
+
+def test_a_return_of_another_connected_master_is_not_replayed(guard, locate, clock, ledger_dir):
+    """Multi-master (hot) minions are connected to several masters: a return tagged for any of them is theirs."""
+    locate.masters = ["m1", "m2"]
+    connect(guard, "m1")
+    request = "r-multi"
+    payload(guard, request, "m2")
+    clock.advance(2)
+    assert step(guard, locate) == []
+    answer(guard, request)
+    assert nothing_fired_for(guard, locate, clock) == []
+    assert on_disk(ledger_dir) == []
 
 
 # --- ignored events ---------------------------------------------------------------
@@ -919,3 +931,23 @@ def test_configured_options_that_are_not_a_mapping_are_refused_by_engine_config(
     options = ha_returns.configured_options({"engines": [{"ha_returns": "grace"}]})
     with pytest.raises(SaltInvocationError, match="ha_returns options 'grace' are not a mapping"):
         ha_returns.engine_config(options, {})
+
+
+# --- connected_masters: the publish connections of the minion's main process ----------
+
+
+def test_connected_masters_reads_the_publish_port_of_the_main_process_only():
+    import socket
+
+    with socket.socket() as publisher, socket.socket() as other:
+        publisher.bind(("127.0.0.1", 0))
+        publisher.listen(1)
+        other.bind(("127.0.0.2", 0))
+        other.listen(1)
+        port = publisher.getsockname()[1]
+        opts = {"master": ["127.0.0.2", "127.0.0.1"], "publish_port": port, "master_port": other.getsockname()[1]}
+        assert ha_returns.connected_masters(opts, os.getpid()) == []
+        with socket.create_connection(("127.0.0.2", other.getsockname()[1])):  # a ret-port connection: not "connected"
+            assert ha_returns.connected_masters(opts, os.getpid()) == []
+        with socket.create_connection(("127.0.0.1", port)):
+            assert ha_returns.connected_masters(opts, os.getpid()) == ["127.0.0.1"]

@@ -18,11 +18,12 @@ import ha_lint_findings
 import ha_lint_masters
 import ha_lint_network
 import ha_lint_options
+import ha_lint_returns
 import ha_lint_timing
 import ha_minion_config
 
 README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
-RULE_MODULES = (ha_lint_masters, ha_lint_timing, ha_lint_network, ha_lint_options)
+RULE_MODULES = (ha_lint_masters, ha_lint_timing, ha_lint_network, ha_lint_options, ha_lint_returns)
 
 M1 = "master1.example.com"
 M2 = "master2.example.com"
@@ -202,6 +203,8 @@ def test_running_minion_opts_use_master_list_and_skip_typo_rule_without_written_
     opts.update(GOOD)
     opts.update({"__role": "minion", "master": M2, "master_list": [M1, M2], "local_masters": [M2, M1]})
     opts.update({"master_uri": "tcp://127.10.0.2:4506", "master_ip": "127.10.0.2", "conf_file": "/x"})
+    assert [f["id"] for f in lint(opts)] == ["HA501", "HA901"]  # the master list is linted (failover)
+    opts["engines"] = [{"ha_returns": {}}]
     assert [f["severity"] for f in lint(opts)] == ["info"]
     assert [f["severity"] for f in lint(opts, written_keys=list(GOOD))] == ["info"]
 
@@ -289,6 +292,70 @@ def test_ha_beacon_timing(extra, expected):
     assert flagged == expected, findings
 
 
+# --- HA501, HA502: the ha_returns engine -------------------------------------------
+
+RUNNING = {"__role": "minion"}
+
+RETURNS_CASES = [
+    # name, changes, running minion, expected (id, severity) list, texts in the message
+    ("failover without the engine", {}, True, [("HA501", "info")], ["ha_returns engine is not configured", "dropped"]),
+    ("other engines only", {"engines": ["pytest", {"ha_health": {}}]}, True, [("HA501", "info")], ["not configured"]),
+    ("engine by name", {"engines": ["ha_returns"]}, True, [], []),
+    ("engine with options", {"engines": ["pytest", {"ha_returns": {"max_age": 3600}}]}, True, [], []),
+    ("engine with no options", {"engines": [{"ha_returns": None}]}, True, [], []),
+    ("engines as a mapping", {"engines": {"ha_returns": {"grace": 2}}}, True, [], []),
+    ("one file: its engines say nothing of the minion", {}, False, [], []),
+    ("not failover", {"master": M1, "master_type": None}, True, [], []),
+    ("one master", {"master": [M1]}, True, [], []),
+    ("max_age too small", {"engines": [{"ha_returns": {"max_age": 5}}]}, True, [("HA502", "error")], ["max_age 5"]),
+    ("unknown option", {"engines": [{"ha_returns": {"frobnicate": 1}}]}, True, [("HA502", "error")], ["'frobnicate'"]),
+    ("relative directory", {"engines": [{"ha_returns": {"directory": "ledger"}}]}, True, [("HA502", "error")], ["'ledger'", "absolute"]),
+    ("grace not a number", {"engines": [{"ha_returns": {"grace": "soon"}}]}, False, [("HA502", "error")], ["grace", "'soon'"]),
+    ("options a list", {"engines": [{"ha_returns": [1]}]}, True, [("HA502", "error")], ["not a mapping"]),
+    ("options a string", {"engines": [{"ha_returns": "fast"}]}, False, [("HA502", "error")], ["not a mapping", "'fast'"]),
+    ("engines not a list", {"engines": 5}, True, [("HA502", "error")], ["engines option 5 is not a list of engines"]),
+]
+
+
+@pytest.mark.parametrize(
+    "changes,running,expected,in_message", [c[1:] for c in RETURNS_CASES], ids=[c[0] for c in RETURNS_CASES]
+)
+def test_returns_engine_rule(changes, running, expected, in_message):
+    opts = {**config(**changes), **(RUNNING if running else {})}
+    found = [f for f in lint(opts) if f["id"] in ("HA501", "HA502")]
+    assert [(f["id"], f["severity"]) for f in found] == expected, found
+    for item in found:
+        assert item["option"] == "engines"
+        assert all(text in item["message"] for text in in_message), item["message"]
+        assert "\n" not in item["message"]
+    if expected == [("HA501", "info")]:
+        assert "returns_engine: True" in found[0]["suggestion"]
+    if expected == [("HA502", "error")]:
+        assert "max_age" in found[0]["suggestion"] and "ha_returns: {}" in found[0]["suggestion"]
+
+
+def test_returns_engine_options_are_escaped():
+    opts = config(engines=[{"ha_returns": {"directory": "x\nERROR forged"}}])
+    (found,) = [f for f in lint(opts) if f["id"] == "HA502"]
+    assert "\n" not in found["message"] and "x\\nERROR forged" in found["message"]
+
+
+# --- HA411: an engines list Salt drops (ha_minion_config finds it; test_minion_config reads real files) ---
+
+
+def test_a_replaced_engines_list_is_a_warning_naming_both_files():
+    problem = ha_minion_config.ConfigFileProblem(
+        "/etc/salt/minion", "engines", "sets engines [pytest], which Salt ignores", ha_minion_config.REPLACED,
+        replaced_by=("/etc/salt/minion.d/a.conf",),
+    )
+    findings = lint(dict(GOOD), config_problems=(problem,))
+    (found,) = [f for f in findings if f["option"] == "engines"]
+    assert (found["id"], found["severity"]) == ("HA411", "warning")
+    assert found["message"] == "config file '/etc/salt/minion' sets engines [pytest], which Salt ignores"
+    assert "'/etc/salt/minion.d/a.conf'" in found["suggestion"] and "minion.d/*.conf" in found["suggestion"]
+    assert not [f for f in findings if f["id"] == "HA410"]
+
+
 # --- values from the config never forge a line -----------------------------------
 
 
@@ -359,6 +426,7 @@ CONFIG_PROBLEMS = tuple(
         ("/etc/salt/more/c.conf", "include", ha_minion_config.IGNORED, "more/*.conf", "/etc/salt/x.conf"),
         ("/etc/salt/minion", "include", ha_minion_config.BAD_VALUE, None, None),
         ("/etc/salt/minion", "include", ha_minion_config.NO_MATCH, None, None),
+        ("/etc/salt/minion", "engines", ha_minion_config.REPLACED, None, None),
     ]
 )
 
@@ -367,7 +435,9 @@ def lint_corpus():
     """Contexts that between them make every rule speak (and stay quiet)."""
     changes = [case[1] for case in RULE_CASES] + [case[1] for case in QUIET_CASES]
     changes += [{"loop_interval": 2, "beacons": {"ha": [{"interval": 2}]}}, {}]
+    changes += [case[1] for case in RETURNS_CASES]
     contexts = [ha_lint_context.build_context(config(**change), None, fake_resolver) for change in changes]
+    contexts += [ha_lint_context.build_context({**config(**case[1]), **RUNNING}) for case in RETURNS_CASES]
     return contexts + [ha_lint_context.build_context(dict(GOOD), None, None, CONFIG_PROBLEMS)]
 
 

@@ -266,3 +266,78 @@ def test_a_glob_character_in_a_file_name_reads_that_file_only(minion_dir):
     (minion_dir / "minion.d" / "a.conf").write_text("loop_interval: 2\n")
     options = ha_minion_config.read_minion_config(str(minion_dir / "minion")).options
     assert (options["random_master"], options["loop_interval"]) == (True, 2)
+
+
+# --- engines lists Salt drops: one layer replaces another (HA411) ---------------------
+
+REPLACED_CASES = [
+    # name, {file: content}, [(file whose engines Salt drops, (files that replace them))]
+    ("config file and a drop-in", {"minion": "engines: [pytest]\n", "minion.d/a.conf": "engines: [{foo: {}}]\n"},
+     [("minion", ("minion.d/a.conf",))]),
+    ("a drop-in's empty list replaces too", {"minion": "engines: [pytest]\n", "minion.d/a.conf": "engines: []\n"},
+     [("minion", ("minion.d/a.conf",))]),
+    ("two drop-ins", {"minion": "engines: {pytest: {}}\n", "minion.d/a.conf": "engines: [foo]\n",
+                      "minion.d/b.conf": "engines: [bar]\n"},
+     [("minion", ("minion.d/a.conf", "minion.d/b.conf"))]),
+    ("an include file replaces the drop-ins", {"minion": "include: extra.conf\n", "minion.d/a.conf": "engines: [foo]\n",
+                                               "extra.conf": "engines: [bar]\n"},
+     [("minion.d/a.conf", ("extra.conf",))]),
+    ("an include file replaces the config file", {"minion": "include: extra.conf\nengines: [pytest]\n",
+                                                  "extra.conf": "engines: [bar]\n"},
+     [("minion", ("extra.conf",))]),
+    ("the config file alone", {"minion": "engines: [pytest]\n"}, []),
+    ("drop-ins only: Salt merges them", {"minion.d/a.conf": "engines: [foo]\n", "minion.d/b.conf": "engines: [bar]\n"}, []),
+    ("an empty list in the config file loses nothing", {"minion": "engines: []\n", "minion.d/a.conf": "engines: [foo]\n"}, []),
+    ("other options are layered as Salt does", {"minion": "master: a\n", "minion.d/a.conf": "master: [a, b]\n"}, []),
+]
+
+
+def engine_names(engines):
+    return {name for item in engines for name in (item if isinstance(item, dict) else [item])}
+
+
+@pytest.mark.parametrize("files,expected", [c[1:] for c in REPLACED_CASES], ids=[c[0] for c in REPLACED_CASES])
+def test_an_engines_list_salt_drops_is_a_replaced_problem_and_a_warning(tmp_path, files, expected):
+    (tmp_path / "minion.d").mkdir()
+    (tmp_path / "minion").write_text("id: m1\n")
+    for name, content in files.items():
+        path = tmp_path / name
+        path.write_text(("id: m1\n" if name == "minion" else "") + content)
+    read = ha_minion_config.read_minion_config(str(tmp_path / "minion"))
+    replaced = [p for p in read.problems if p.effect == ha_minion_config.REPLACED]
+    assert [(p.path, p.replaced_by) for p in replaced] == [
+        (str(tmp_path / lost), tuple(str(tmp_path / name) for name in by)) for lost, by in expected
+    ]
+    assert not any(p.fatal for p in replaced)
+    # what Salt itself starts: none of the dropped list's engines
+    salts = salt.config.minion_config(str(tmp_path / "minion"))
+    assert read.options.get("engines", salts["engines"]) == salts["engines"]
+    for problem in replaced:
+        own = next(s.options["engines"] for s in read.sources if s.path == problem.path)
+        assert not engine_names(own if isinstance(own, list) else [own]) & engine_names(salts["engines"])
+    findings = by_id(lint_written(tmp_path / "minion"), "HA411")
+    assert [(f["severity"], f["option"]) for f in findings] == [("warning", "engines")] * len(expected)
+    for finding, (lost, by) in zip(findings, expected, strict=True):
+        assert finding["message"].startswith(f"config file {str(tmp_path / lost)!r} sets engines [")
+        assert "which Salt ignores" in finding["message"]
+        assert all(repr(str(tmp_path / name)) in finding["message"] for name in by)
+        assert "minion.d/*.conf drop-ins, where Salt merges them" in finding["suggestion"]
+
+
+def test_sources_hold_each_files_own_options_in_salts_order(minion_dir):
+    (minion_dir / "minion").write_text("id: m1\ninclude: extra.conf\nengines: [pytest]\n")
+    (minion_dir / "minion.d" / "b.conf").write_text("engines: [bar]\ninclude: ../nested.conf\n")
+    (minion_dir / "nested.conf").write_text("loop_interval: 2\n")
+    (minion_dir / "extra.conf").write_text("random_master: True\n")
+    read = ha_minion_config.read_minion_config(str(minion_dir / "minion"))
+    assert [(s.path, s.layer, s.included_by) for s in read.sources] == [
+        (str(minion_dir / "minion"), "conf_file", None),
+        (str(minion_dir / "minion.d" / "b.conf"), "default_include", None),
+        (str(minion_dir / "minion.d" / ".." / "nested.conf"), "default_include", str(minion_dir / "minion.d" / "b.conf")),
+        (str(minion_dir / "minion.d" / "ha.conf"), "default_include", None),
+        (str(minion_dir / "extra.conf"), "include", None),
+    ]
+    assert read.files == tuple(s.path for s in read.sources)
+    assert read.sources[1].options == {"engines": ["bar"], "include": "../nested.conf"}
+    assert [s.path for s in ha_minion_config.kept_sources(read.sources, "engines")] == [str(minion_dir / "minion.d" / "b.conf")]
+    assert ha_minion_config.kept_sources(read.sources, "beacons") == []

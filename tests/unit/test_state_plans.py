@@ -2,15 +2,20 @@
 
 import collections
 import os
+import pathlib
 import stat
 
 import pytest
+import salt.config
+import salt.utils.data
+import salt.utils.templates
 import yaml
 from cryptography.hazmat.primitives import serialization
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 import ha_keys
 import ha_lint
+import ha_minion_config
 import ha_state
 from tests.support import lab as lablib
 from tests.support.pki_dirs import failing_replace_for, pki_dir_3008
@@ -402,3 +407,162 @@ def test_keypair_write_failing_on_the_public_key_leaves_the_old_pair(keypairs, t
     assert on_disk(pki) == before  # the old pair, its modes and links; no temp file, no backup
     assert ha_keys.is_pair((pki / "master.pem").read_text(), (pki / "master.pub").read_text())
     assert ha_keys.fingerprint_file(pki / "master.pub") == ha_keys.fingerprint(keypairs[0][1])
+
+
+# --- returns_engine: the ha_returns engine in the drop-in --------------------------------
+
+BAD_RETURNS_ENGINE = [
+    ("yes", "returns_engine 'yes' is not True, False or a mapping"),
+    (1, "returns_engine 1 is not True"),
+    (None, "returns_engine None is not True"),
+    (["ha_returns"], "returns_engine ['ha_returns'] is not True"),
+    ({"max_age": 5}, "returns_engine: ha_returns max_age 5 is not a whole number"),
+    ({"frobnicate": 1}, "returns_engine: ha_returns has no option 'frobnicate'"),
+    ({"directory": "ledger"}, "returns_engine: ha_returns directory 'ledger' is not an absolute path"),
+    ({"grace": "soon"}, "'soon'"),
+    ({"max_bytes": object()}, "returns_engine:max_bytes is a object"),
+]
+
+
+@pytest.mark.parametrize("value,message", BAD_RETURNS_ENGINE)
+def test_returns_engine_options_refuse_bad_values_naming_them(value, message):
+    with pytest.raises(SaltInvocationError) as err:
+        ha_state.returns_engine_options(value, {})
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "value,expected", [(False, None), (True, {}), ({}, {}), ({"max_age": 3600, "grace": 2}, {"max_age": 3600, "grace": 2})]
+)
+def test_returns_engine_options_are_what_the_dropin_lists(value, expected):
+    assert ha_state.returns_engine_options(value, {"cachedir": "/var/cache/salt/minion"}) == expected
+
+
+WRITES = [{"ha_returns": {}}]
+RETURNS_PLANS = [
+    # name, {file: content} besides the drop-in, wanted, ("writes", engines, note) | ("kept", note) | ("refused", texts)
+    ("no engines anywhere", {}, {}, ("writes", WRITES, None)),
+    ("with options", {}, {"max_age": 3600}, ("writes", [{"ha_returns": {"max_age": 3600}}], None)),
+    ("an empty list in the config file", {"minion": "engines: []\n"}, {}, ("writes", WRITES, None)),
+    ("another drop-in's engines merge", {"minion.d/other.conf": "engines: [foo]\n"}, {},
+     ("writes", WRITES, "Salt merges these engines with those of '{root}/minion.d/other.conf'.")),
+    ("the config file lists ha_returns", {"minion": "engines: [pytest, ha_returns]\n"}, {},
+     ("kept", "ha_returns is already listed under engines in '{root}/minion': not listed a second time.")),
+    ("another drop-in lists ha_returns", {"minion.d/other.conf": "engines: [{ha_returns: {max_age: 600}}]\n"}, {},
+     ("kept", "ha_returns is already listed under engines in '{root}/minion.d/other.conf'")),
+    ("an include file lists ha_returns", {"minion": "include: extra.conf\n", "extra.conf": "engines: [ha_returns]\n"}, {},
+     ("kept", "already listed under engines in '{root}/extra.conf'")),
+    ("the config file has engines", {"minion": "engines: [pytest]\n"}, {},
+     ("refused", ["the config file '{root}/minion' has an engines list of its own",
+                  "move that engines list into a minion.d/*.conf drop-in",
+                  "or list ha_returns in it and leave returns_engine False"])),
+    ("the config file's engines dict", {"minion": "engines: {pytest: {}}\n"}, {},
+     ("refused", ["'{root}/minion' has an engines list of its own"])),
+    ("the config file's engines are already ignored", {"minion": "engines: [pytest, ha_returns]\n",
+                                                       "minion.d/other.conf": "engines: [foo]\n"}, {},
+     ("refused", ["which Salt already ignores ('{root}/minion.d/other.conf' sets engines too",
+                  "move that engines list into a minion.d/*.conf drop-in"])),
+    ("an include file's engines replace the drop-ins'", {"minion": "include: extra.conf\n", "extra.conf": "engines: [foo]\n"}, {},
+     ("refused", ["'{root}/extra.conf' (read through include) sets engines", "list ha_returns there"])),
+    ("other options elsewhere", {"minion.d/other.conf": "engines: [{ha_returns: {max_age: 600}}]\n"}, {"max_age": 3600},
+     ("refused", ["'{root}/minion.d/other.conf' with the options {{'max_age': 600}}, not {{'max_age': 3600}}"])),
+    ("invalid options elsewhere", {"minion.d/other.conf": "engines: [{ha_returns: {max_age: 5}}]\n"}, {},
+     ("refused", ["'{root}/minion.d/other.conf' lists ha_returns under engines with options the engine refuses",
+                  "max_age 5"])),
+    ("options elsewhere not a mapping", {"minion.d/other.conf": "engines: [{ha_returns: fast}]\n"}, {},
+     ("refused", ["'{root}/minion.d/other.conf' lists ha_returns under engines with options the engine refuses",
+                  "'fast' are not a mapping"])),
+    ("engines elsewhere not a list", {"minion.d/other.conf": "engines: 5\n"}, {},
+     ("refused", ["'{root}/minion.d/other.conf' has an engines option Salt cannot use"])),
+]
+
+
+def write_config(root, files):
+    for name, content in files.items():
+        (root / name).write_text(("id: m1\n" if name == "minion" else "") + content)
+
+
+@pytest.mark.parametrize("files,wanted,outcome", [c[1:] for c in RETURNS_PLANS], ids=[c[0] for c in RETURNS_PLANS])
+def test_returns_engine_plan_merges_without_losing_or_doubling_an_engine(conf_file, tmp_path, files, wanted, outcome):
+    write_config(tmp_path, files)
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    options = ha_state.failover_options(MASTERS)
+    kind, *expected = outcome
+    if kind == "refused":
+        with pytest.raises(SaltInvocationError) as err:
+            ha_state.plan_minion_failover("ha.conf", conf_file, options, returns_engine=wanted)
+        for text in expected[0]:
+            assert text.format(root=tmp_path) in str(err.value), str(err.value)
+        assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
+        return
+    plan = ha_state.plan_minion_failover("ha.conf", conf_file, options, returns_engine=wanted)
+    (file,) = plan.files
+    rendered = yaml.safe_load(file.content)
+    if kind == "writes":
+        engines, note = expected
+        assert rendered["engines"] == engines
+        assert plan.changes["engines"] == {"old": None, "new": engines}
+        assert [n for n in plan.notes if "Salt merges" in n] == ([note.format(root=tmp_path)] if note else [])
+    else:
+        assert "engines" not in rendered and "engines" not in plan.changes
+        assert any(expected[0].format(root=tmp_path) in n for n in plan.notes), plan.notes
+    ha_state.apply_plan(plan)
+    again = ha_state.plan_minion_failover("ha.conf", conf_file, options, returns_engine=wanted)
+    assert (again.changed, again.changes) == (False, {})
+    assert again.notes == plan.notes
+
+
+def test_returns_engine_leaves_the_dropin_when_another_file_lists_it_later(conf_file, tmp_path):
+    options = ha_state.failover_options(MASTERS)
+    ha_state.apply_plan(ha_state.plan_minion_failover("ha.conf", conf_file, options, returns_engine={}))
+    (tmp_path / "minion.d" / "other.conf").write_text("engines: [ha_returns]\n")
+    plan = ha_state.plan_minion_failover("ha.conf", conf_file, options, returns_engine={})
+    assert plan.changes == {"engines": {"old": WRITES, "new": None}}
+    ha_state.apply_plan(plan)
+    read = ha_minion_config.read_minion_config(conf_file)
+    assert read.options["engines"] == ["ha_returns"]  # one engine, not two
+
+
+def test_returns_engine_false_writes_no_engines_whatever_the_config_file_holds(conf_file, tmp_path):
+    write_config(tmp_path, {"minion": "engines: [pytest]\n"})
+    options = ha_state.failover_options(MASTERS)
+    plan = ha_state.plan_minion_failover("ha.conf", conf_file, options)
+    assert "engines" not in yaml.safe_load(plan.files[0].content) and plan.notes == ()
+
+
+def test_returns_engine_quotes_engines_salt_already_ignores(conf_file, tmp_path):
+    write_config(tmp_path, {"minion": "engines: [pytest]\n", "minion.d/a.conf": "engines: [ha_returns]\n"})
+    plan = ha_state.plan_minion_failover("ha.conf", conf_file, ha_state.failover_options(MASTERS), returns_engine={})
+    assert "engines" not in plan.changes
+    (warning,) = [n for n in plan.notes if n.startswith("warning: HA411 engines: ")]
+    assert f"config file {str(tmp_path / 'minion')!r} sets engines [pytest], which Salt ignores" in warning
+
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
+
+
+def render_example_minion_sls(pillar):
+    """examples/salt/ha/minion.sls rendered as Salt renders it (jinja, then YAML) with ``pillar``."""
+    opts = {**salt.config.DEFAULT_MINION_OPTS, "file_client": "local"}
+
+    def pillar_get(key, default=None):
+        return salt.utils.data.traverse_dict_and_list(pillar, key, default, delimiter=":")
+
+    rendered = salt.utils.templates.JINJA(
+        str(EXAMPLES / "salt" / "ha" / "minion.sls"), to_str=True, salt={"pillar.get": pillar_get},
+        opts=opts, saltenv="base", grains={}, pillar=pillar, sls="ha.minion",
+    )
+    assert rendered["result"], rendered
+    (state,) = yaml.safe_load(rendered["data"]).values()
+    return {key: value for item in state["ha.minion_failover"] for key, value in item.items()}
+
+
+@pytest.mark.parametrize("returns_engine", [None, True, {"max_age": 3600}], ids=["pillar default", "True", "options"])
+def test_the_example_state_passes_returns_engine_from_pillar(returns_engine):
+    pillar = yaml.safe_load((EXAMPLES / "pillar" / "ha.sls").read_text())
+    if returns_engine is not None:
+        pillar["ha"]["minion"]["returns_engine"] = returns_engine
+    arguments = render_example_minion_sls(pillar)
+    assert arguments["returns_engine"] == (False if returns_engine is None else returns_engine)
+    expected = None if returns_engine is None else ({} if returns_engine is True else returns_engine)
+    assert ha_state.returns_engine_options(arguments["returns_engine"], {}) == expected

@@ -10,6 +10,7 @@ ha-minion-failover:
     - failback_interval: {{ ha.get('failback_interval', 30) | json }}
     - retry_dns: {{ ha.get('retry_dns', 0) | json }}
     - restart: {{ ha.get('restart', False) | json }}
+    - returns_engine: {{ ha.get('returns_engine', False) | json }}
 {%- for port in ('master_port', 'publish_port') if port in ha %}
     - {{ port }}: {{ ha[port] | json }}
 {%- endfor %}

@@ -1,0 +1,90 @@
+"""
+``ha.jobs`` on two real masters (127.0.0.1/.2, each with its own salt-api, peers of
+each other) that share one job store: Salt's ``pgjsonb`` on a throwaway PostgreSQL
+(:mod:`tests.support.postgres`; skipped, loudly, when none can run here). A return
+stored once in the shared tables is read by both masters: ``ha.jobs`` must show it
+once, with both masters, and must not name both as publishers.
+"""
+
+import re
+import secrets
+import time
+
+import pytest
+
+from tests.support import api_lab, postgres
+from tests.support import lab as lablib
+
+pytestmark = pytest.mark.integration
+
+MINION = "ha-jobs-shared-minion"
+JID = re.compile(r"job ID: (\d{20})")
+PEER_FUNCTIONS = ["ha.local_inventory", "ha.receive_keys", "ha.local_jobs"]
+
+
+@pytest.fixture(scope="module")
+def pg_server():
+    with postgres.postgres_or_skip() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def shared_lab(salt_factories, tmp_path_factory, pg_server):
+    store = {
+        "master_job_cache": "pgjsonb",
+        "returner.pgjsonb.host": pg_server.host,
+        "returner.pgjsonb.port": pg_server.port,
+        "returner.pgjsonb.db": pg_server.dbname,
+        "returner.pgjsonb.user": pg_server.user,
+        "returner.pgjsonb.pass": pg_server.password,
+        "returner.pgjsonb.connect_timeout": 5,
+        "external_auth": {"sharedsecret": {api_lab.SYNC_USER: [{"@runner": PEER_FUNCTIONS}]}},
+    }
+    names_ips = [("a", lablib.LOOPBACK_A), ("b", lablib.LOOPBACK_B)]
+    lab = api_lab.ApiLab(
+        salt_factories, tmp_path_factory.mktemp("jobs-shared"), names_ips,
+        extra_master_overrides={name: store for name, _ in names_ips},
+    )
+    for name in lab.masters:
+        lab.add_api(name)
+    lab.add_failover_minion(MINION, accept_on=("a", "b"))
+    with lablib.RunningDaemons(api_lab.daemons(lab)):
+        yield lab
+
+
+def salt_run(master, *args, timeout=120):
+    ret = master.salt_run_cli(timeout=timeout).run(*args)
+    assert ret.returncode == 0, ret.stderr[-3000:] + ret.stdout[-3000:]
+    return ret.data
+
+
+def test_one_return_in_a_shared_store_is_shown_once_with_both_masters(shared_lab, pg_server):
+    a, b = shared_lab.masters["a"], shared_lab.masters["b"]
+    marker = f"shared-{secrets.token_hex(4)}"
+    ret = a.salt_cli(timeout=60).run("--async", "test.echo", marker, minion_tgt=MINION)
+    found = JID.search(ret.stdout)
+    assert ret.returncode == 0 and found, ret.stderr[-3000:] + ret.stdout[-3000:]
+    jid = found.group(1)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not pg_server.query("SELECT id FROM salt_returns WHERE jid = %s", (jid,)):
+        time.sleep(0.2)
+    assert pg_server.query("SELECT id FROM salt_returns WHERE jid = %s", (jid,)) == [(MINION,)]
+
+    report = salt_run(b, "ha.jobs", f"jid={jid}")
+    assert {name: entry["answered"] for name, entry in report["masters"].items()} == {a.id: True, b.id: True}
+    assert all(entry["returner"] == "pgjsonb" for entry in report["masters"].values())
+    job = report["jobs"][jid]
+    assert job["minions"] == {
+        MINION: {"masters": [b.id, a.id], "success": True, "retcode": 0, "return": marker},
+    }
+    assert job["shared_store"] == sorted([a.id, b.id])
+    # Salt saved the return's load over the publication (pgjsonb upserts at every return):
+    # no master can say it published the job, and ha.jobs says why instead of guessing.
+    assert job["published_by"] is None and job["missing"] is None
+    assert "pgjsonb keeps the load of the latest return in place of the publication" in job["note"]
+    assert job["fun"] == "test.echo"
+
+    listing = salt_run(a, "ha.jobs", "hours=1")
+    assert list(listing["jobs"]).count(jid) == 1
+    assert list(listing["jobs"][jid]["minions"]) == [MINION]
+    assert not [entry for entry in listing["jobs"].values() if str(entry["fun"]).startswith("runner.")]
