@@ -5,8 +5,10 @@
 Masters A (127.0.0.1) and B (127.0.0.2) share one master key pair; a minion starts
 configured for A only. A highstate from A (the shipped examples: ``ha.minion_failover``
 from pillar, the ``ha`` beacon from pillar) gives it its failover setup; it restarts.
-Then master A is SIGKILLed: the beacon's ``failover`` event shows up on B's bus and the
-minion answers through B; ``ha.status``, ``ha.check`` and ``ha.metrics`` tell the truth.
+Then master A is SIGKILLed while a job it published runs: the beacon's ``failover``
+event shows up on B's bus, the minion answers through B, and the job started on A
+finishes on B (the ``ha_returns`` engine delivers its return there; ``jobs.lookup_jid``
+on B finds it); ``ha.status``, ``ha.check`` and ``ha.metrics`` tell the truth.
 A comes back: the minion fails back and the beacon says so. Every process the demo
 started is stopped at the end, also on Ctrl-C or an error; everything lives in a
 temporary directory.
@@ -23,12 +25,13 @@ import time
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.support import api_lab, state_lab  # noqa: E402 (after the sys.path line above)
+from tests.support import api_lab, returns_lab, state_lab  # noqa: E402 (after the sys.path line above)
 from tests.support import lab as lablib  # noqa: E402
 
 MINION_ID = "demo-minion"
 NEW_MINION_ID = "web-42"  # a key accepted on A only, as happens when nobody syncs
 PROBE_TIMEOUT = 2
+JOB_SECONDS = 4
 EVENT_GIVE_UP = 30
 
 
@@ -129,7 +132,9 @@ def build_lab(manager, root):
     for name in lab.masters:
         lab.add_api(name)
     # Salt counts a beacon's interval in loop_intervals; salt-factories sets 0.05.
-    state_lab.add_single_master_minion(lab, MINION_ID, overrides={"loop_interval": 1})
+    # The ha_returns engine goes in the minion's config file: salt-factories lists its own
+    # engine there, which a drop-in's engines list would replace (see ha.minion_failover).
+    state_lab.add_single_master_minion(lab, MINION_ID, overrides={"loop_interval": 1, **returns_lab.ENGINE})
     return lab
 
 
@@ -190,7 +195,10 @@ def run_story(lab, event_listener):
     heading("salt-call ha.lint (after)")
     show_lint(minion)
 
-    heading("SIGKILL master A")
+    heading(f"a job in flight: test.sleep {JOB_SECONDS} published through A, then SIGKILL master A")
+    jid = returns_lab.publish_async(master_a, [MINION_ID], "test.sleep", JOB_SECONDS)
+    say(f"job {jid} is running on {MINION_ID}")
+    time.sleep(1)
     killed_at = time.time()
     lablib.kill(master_a)
     show_event(wait_for_event(event_listener, master_b, f"salt/minion/{MINION_ID}/start", killed_at),
@@ -198,6 +206,15 @@ def run_story(lab, event_listener):
     show_event(wait_for_event(event_listener, master_b, f"salt/beacon/{MINION_ID}/ha/failover", killed_at),
                killed_at, "beacon failover event on B")
     say(f"test.ping through B: {ping_through(master_b, MINION_ID)}")
+
+    heading("the job started on A finishes on B (engine ha_returns)")
+    show_event(wait_for_event(event_listener, master_b, returns_lab.ret_tag(jid, MINION_ID), killed_at),
+               killed_at, "the job's return on B")
+    lookup = master_b.salt_run_cli(timeout=60).run("jobs.lookup_jid", jid)
+    say(f"salt-run jobs.lookup_jid {jid} (on B): {lookup.data}")
+    replayed = [item for item in salt_call(minion, "ha.returns", local=True).data["replayed"] if item["jid"] == jid]
+    say(f"salt-call ha.returns: replayed {replayed}")
+    say("(stock Salt drops this return: the job process hands it to the old master, which is gone)")
 
     heading("salt-call ha.status (after failover)")
     show_status(minion, local=True)

@@ -4,6 +4,10 @@ each other) that share one job store: Salt's ``pgjsonb`` on a throwaway PostgreS
 (:mod:`tests.support.postgres`; skipped, loudly, when none can run here). A return
 stored once in the shared tables is read by both masters: ``ha.jobs`` must show it
 once, with both masters, and must not name both as publishers.
+
+Last (it kills A): a job published through A, A SIGKILLed while it runs; the minion's
+``ha_returns`` engine delivers the return to B, where ``jobs.lookup_jid`` (the shared
+store) and ``ha.jobs jid=`` both show it.
 """
 
 import re
@@ -14,6 +18,7 @@ import pytest
 
 from tests.support import api_lab, postgres
 from tests.support import lab as lablib
+from tests.support import returns_lab as rlab
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +52,7 @@ def shared_lab(salt_factories, tmp_path_factory, pg_server):
     )
     for name in lab.masters:
         lab.add_api(name)
-    lab.add_failover_minion(MINION, accept_on=("a", "b"))
+    lab.add_failover_minion(MINION, accept_on=("a", "b"), overrides=rlab.ENGINE)
     with lablib.RunningDaemons(api_lab.daemons(lab)):
         yield lab
 
@@ -88,3 +93,23 @@ def test_one_return_in_a_shared_store_is_shown_once_with_both_masters(shared_lab
     assert list(listing["jobs"]).count(jid) == 1
     assert list(listing["jobs"][jid]["minions"]) == [MINION]
     assert not [entry for entry in listing["jobs"].values() if str(entry["fun"]).startswith("runner.")]
+
+
+def test_a_return_replayed_to_b_after_a_died_is_found_on_b(shared_lab, event_listener):
+    a, b = shared_lab.masters["a"], shared_lab.masters["b"]
+    assert lablib.answers_through(a, MINION, 30) is not None
+    jid = rlab.publish_async(a, [MINION], "test.sleep", 5)
+    time.sleep(1.5)
+    killed = time.time()
+    lablib.kill(a)
+    seen = rlab.wait_for_returns(event_listener, b, [(jid, MINION)], killed, 30)
+    [event] = seen[(jid, MINION)]
+    assert event.data["ha_replay"]["from"] == lablib.LOOPBACK_A
+
+    assert salt_run(b, "jobs.lookup_jid", jid) == {MINION: True}
+    report = salt_run(b, "ha.jobs", f"jid={jid}")
+    assert report["masters"][a.id]["answered"] is False  # its salt-api is up, its master is dead
+    job = report["jobs"][jid]
+    assert job["fun"] == "test.sleep"
+    assert job["minions"][MINION]["return"] is True and b.id in job["minions"][MINION]["masters"]
+    assert [(item["minion"], item["from"]) for item in job["replayed"]] == [(MINION, lablib.LOOPBACK_A)]
