@@ -27,6 +27,7 @@ arrive twice. A return still unanswered after ``grace`` is written to the ledger
 too (and removed when its answer comes), so a restart of the minion loses nothing.
 """
 
+import collections
 import logging
 import time
 import uuid
@@ -55,6 +56,7 @@ DEFAULTS = {
     "replay_timeout": 10.0,  # seconds to wait for the answer to a replay before trying again
 }
 MAX_BYTES_LIMIT = 100 * 1024**3
+TIMED_OUT_KEPT = 1000  # replays given up on whose late answer still counts
 
 
 def _positive_int(value, what, minimum, maximum):
@@ -182,6 +184,7 @@ class ReturnGuard:
         self.in_flight = {}  # Salt's own sends: request id -> entry
         self.undelivered = {}  # key -> entry (in the ledger)
         self.replays = {}  # our replay request id -> (key, target, fired at)
+        self.timed_out = collections.OrderedDict()  # replays given up on, whose answer may still come
         self.findings = []
 
     # --- start ---------------------------------------------------------------
@@ -230,6 +233,13 @@ class ReturnGuard:
     def _on_answer(self, request_id, answer):
         if request_id in self.replays:
             self._on_replay_answer(request_id, answer)
+            return
+        if request_id in self.timed_out:
+            self.replays[request_id] = self.timed_out.pop(request_id)
+            if "error" not in answer:  # a late success: delivered, do not send it again
+                self._on_replay_answer(request_id, answer)
+            else:
+                del self.replays[request_id]
             return
         entry = self.in_flight.pop(request_id, None)
         if entry is None:
@@ -289,7 +299,9 @@ class ReturnGuard:
                 self._judge(request_id)
         for request_id, (key, target, fired) in list(self.replays.items()):
             if now - fired >= self.config["replay_timeout"]:
-                del self.replays[request_id]
+                self.timed_out[request_id] = self.replays.pop(request_id)
+                while len(self.timed_out) > TIMED_OUT_KEPT:
+                    self.timed_out.popitem(last=False)
                 if key in self.undelivered:
                     self._retry_later(self.undelivered[key], f"no answer to the replay to {target}")
         busy = {key for key, _target, _at in self.replays.values()}
@@ -330,6 +342,7 @@ class ReturnGuard:
         request_id = str(uuid.uuid4())
         self.replays[request_id] = (entry["key"], target, self.clock())
         entry["attempts"] = entry.get("attempts", 0) + 1
+        self._persist(entry, force=True)  # the attempt counts also across a restart
         load = replay_load(entry["load"], self.minion_id, entry["master"], entry.get("reason"))
         return f"{PAYLOAD_TAG}{request_id}/{target}", load
 

@@ -580,7 +580,7 @@ def test_a_restart_replays_what_was_pending(ledger_dir, clock, locate):
     assert [load["jid"] for _tag, load in fired] == ["1", "2", "3", "4"]  # oldest first, at once
     assert {REPLAY_TAG.match(tag)["master"] for tag, _load in fired} == {"m2"}
     assert [entry["attempts"] for entry in sorted(after.undelivered.values(), key=lambda entry: entry["seen"])] == [
-        1, 2, 1, 1  # a replay in flight at the restart was not counted on disk
+        2, 2, 1, 1  # every attempt is on disk, the one in flight at the restart too
     ]
     for tag, _load in fired:
         answer(after, request_of(tag))
@@ -951,3 +951,38 @@ def test_connected_masters_reads_the_publish_port_of_the_main_process_only():
             assert ha_returns.connected_masters(opts, os.getpid()) == []
         with socket.create_connection(("127.0.0.1", port)):
             assert ha_returns.connected_masters(opts, os.getpid()) == ["127.0.0.1"]
+
+
+def test_a_late_success_answer_to_a_timed_out_replay_means_delivered(guard, locate, clock, ledger_dir):
+    locate.master = "m2"
+    connect(guard, "m2")
+    payload(guard, "r-late", "m1")
+    [(tag, _load)] = step(guard, locate)
+    clock.advance(guard.config["replay_timeout"] + 0.1)
+    step(guard, locate)  # the replay times out: retried later
+    assert len(guard.undelivered) == 1
+    answer(guard, request_of(tag))  # ... but its answer comes after all
+    assert guard.undelivered == {} and on_disk(ledger_dir) == []
+    assert [item["to"] for item in history(ledger_dir)["replayed"]] == ["m2"]
+    assert nothing_fired_for(guard, locate, clock) == []
+
+
+def test_a_late_error_answer_to_a_timed_out_replay_changes_nothing(guard, locate, clock, ledger_dir):
+    locate.master = "m2"
+    connect(guard, "m2")
+    payload(guard, "r-late-error", "m1")
+    [(tag, _load)] = step(guard, locate)
+    clock.advance(guard.config["replay_timeout"] + 0.1)
+    step(guard, locate)
+    next_try = next(iter(guard.undelivered.values()))["next_try"]
+    answer(guard, request_of(tag), {"ret": None, "error": "timeout"})
+    assert next(iter(guard.undelivered.values()))["next_try"] == next_try
+    assert guard.replays == {}
+
+
+def test_each_replay_attempt_is_on_disk(guard, locate, clock, ledger_dir):
+    locate.master = "m2"
+    connect(guard, "m2")
+    payload(guard, "r-attempts", "m1")
+    step(guard, locate)
+    assert [entry["attempts"] for entry in on_disk(ledger_dir)] == [1]
