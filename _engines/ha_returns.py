@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "ha_returns"
 
-TICK = 0.2  # seconds between two looks at the clock when the bus is quiet
+TICK = 0.2  # seconds between two looks at the clock while returns are in flight or pending
+IDLE_TICK = 2.0  # ... and while there is nothing to watch (an event still wakes the engine at once)
+DRAIN = 1000  # events handled at most before the guard's clock work runs again
 LOCATE_EVERY = 0.5  # seconds a socket reading of the connected master is reused
 SETTLE = 0.3  # seconds after a master connects before replaying to it (its channels open)
 NO_MASTER_RETRY = 1.0
@@ -110,9 +112,12 @@ def start(**options):
 def _run(bus, guard, locate):
     bounds_at = time.monotonic()
     while True:
-        event = bus.get_event(wait=TICK, full=True)
-        if event:
+        event = bus.get_event(wait=TICK if guard.busy() else IDLE_TICK, full=True)
+        for _ in range(DRAIN):  # answers queued in a burst are read before anything is judged
+            if not event:
+                break
             _feed(guard, locate, event)
+            event = bus.get_event(no_block=True, full=True)
         for tag, load in guard.due_replays(NO_MASTER_RETRY):
             log.info("salt-ha returns: replaying the return of job %s to %s", load.get("jid"), tag.rsplit("/", 1)[-1])
             bus.fire_event(load, tag)

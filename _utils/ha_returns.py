@@ -281,6 +281,10 @@ class ReturnGuard:
         log.warning("salt-ha returns: delivered the return of job %s (published by %s) to %s",
                     entry["load"].get("jid"), entry["master"], target)
 
+    def busy(self):
+        """True while a return is in flight, undelivered or being replayed (the clock matters)."""
+        return bool(self.in_flight or self.undelivered or self.replays)
+
     # --- time ----------------------------------------------------------------
 
     def tick(self):

@@ -986,3 +986,11 @@ def test_each_replay_attempt_is_on_disk(guard, locate, clock, ledger_dir):
     payload(guard, "r-attempts", "m1")
     step(guard, locate)
     assert [entry["attempts"] for entry in on_disk(ledger_dir)] == [1]
+
+
+def test_busy_while_anything_is_in_flight_or_pending(guard, locate, clock):
+    assert guard.busy() is False
+    payload(guard, "r-busy", "m1")
+    assert guard.busy() is True
+    answer(guard, "r-busy")
+    assert guard.busy() is False
