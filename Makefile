@@ -43,6 +43,7 @@ bench: venv
 	$(PY) bench/failover.py
 	$(PY) bench/beacon.py
 	$(PY) bench/sync_keys.py
+	$(PY) bench/returns.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .demo
