@@ -5,11 +5,13 @@ each other) that share one job store: Salt's ``pgjsonb`` on a throwaway PostgreS
 stored once in the shared tables is read by both masters: ``ha.jobs`` must show it
 once, with both masters, and must not name both as publishers.
 
-Last (it kills A): a job published through A, A SIGKILLed while it runs; the minion's
-``ha_returns`` engine delivers the return to B, where ``jobs.lookup_jid`` (the shared
+Then a job published through the minion's master, that master frozen (the ``ha``
+beacon moves the minion) or SIGKILLed while the job runs: the minion's ``ha_returns``
+engine delivers the return to the other master, where ``jobs.lookup_jid`` (the shared
 store) and ``ha.jobs jid=`` both show it.
 """
 
+import contextlib
 import re
 import secrets
 import time
@@ -17,6 +19,7 @@ import time
 import pytest
 
 from tests.support import api_lab, postgres
+from tests.support import beacon_lab as blab
 from tests.support import lab as lablib
 from tests.support import returns_lab as rlab
 
@@ -52,7 +55,8 @@ def shared_lab(salt_factories, tmp_path_factory, pg_server):
     )
     for name in lab.masters:
         lab.add_api(name)
-    lab.add_failover_minion(MINION, accept_on=("a", "b"), overrides=rlab.ENGINE)
+    # The engine delivers returns across a failover; the beacon leaves a hung master.
+    lab.add_failover_minion(MINION, accept_on=("a", "b"), overrides={**rlab.ENGINE, **blab.beacon_overrides()})
     with lablib.RunningDaemons(api_lab.daemons(lab)):
         yield lab
 
@@ -95,21 +99,41 @@ def test_one_return_in_a_shared_store_is_shown_once_with_both_masters(shared_lab
     assert not [entry for entry in listing["jobs"].values() if str(entry["fun"]).startswith("runner.")]
 
 
-def test_a_return_replayed_to_b_after_a_died_is_found_on_b(shared_lab, event_listener):
-    a, b = shared_lab.masters["a"], shared_lab.masters["b"]
-    assert lablib.answers_through(a, MINION, 30) is not None
-    jid = rlab.publish_async(a, [MINION], "test.sleep", 5)
+def _job_across_a_fault(lab, event_listener, victim_name, survivor_name, fault):
+    """
+    A job published through ``victim`` (the minion's master), ``fault`` applied to it
+    while the job runs, its return replayed to ``survivor``: found there by
+    ``jobs.lookup_jid`` (the shared store) and by ``ha.jobs``.
+    """
+    victim, survivor = lab.masters[victim_name], lab.masters[survivor_name]
+    assert lablib.answers_through(victim, MINION, 30) is not None
+    jid = rlab.publish_async(victim, [MINION], "test.sleep", 5)
     time.sleep(1.5)
-    killed = time.time()
-    lablib.kill(a)
-    seen = rlab.wait_for_returns(event_listener, b, [(jid, MINION)], killed, 30)
-    [event] = seen[(jid, MINION)]
-    assert event.data["ha_replay"]["from"] == lablib.LOOPBACK_A
+    faulted = time.time()
+    with fault(victim):
+        seen = rlab.wait_for_returns(event_listener, survivor, [(jid, MINION)], faulted, 30)
+        [event] = seen[(jid, MINION)]
+        assert event.data["ha_replay"]["from"] == victim.config["interface"]
 
-    assert salt_run(b, "jobs.lookup_jid", jid) == {MINION: True}
-    report = salt_run(b, "ha.jobs", f"jid={jid}")
-    assert report["masters"][a.id]["answered"] is False  # its salt-api is up, its master is dead
-    job = report["jobs"][jid]
-    assert job["fun"] == "test.sleep"
-    assert job["minions"][MINION]["return"] is True and b.id in job["minions"][MINION]["masters"]
-    assert [(item["minion"], item["from"]) for item in job["replayed"]] == [(MINION, lablib.LOOPBACK_A)]
+        assert salt_run(survivor, "jobs.lookup_jid", jid) == {MINION: True}
+        report = salt_run(survivor, "ha.jobs", f"jid={jid}")
+        assert report["masters"][victim.id]["answered"] is False  # its salt-api is up, its master is not
+        job = report["jobs"][jid]
+        assert job["fun"] == "test.sleep"
+        assert job["minions"][MINION]["return"] is True and survivor.id in job["minions"][MINION]["masters"]
+        assert [(item["minion"], item["from"]) for item in job["replayed"]] == [(MINION, victim.config["interface"])]
+
+
+@contextlib.contextmanager
+def killed(master):
+    lablib.kill(master)
+    yield
+
+
+def test_a_return_replayed_to_b_while_a_hangs_is_found_on_b(shared_lab, event_listener):
+    _job_across_a_fault(shared_lab, event_listener, "a", "b", lablib.frozen)
+
+
+def test_a_return_replayed_after_its_master_died_is_found_on_the_survivor(shared_lab, event_listener):
+    # After the hang, the minion is on B: B is the one that dies now.
+    _job_across_a_fault(shared_lab, event_listener, "b", "a", killed)
