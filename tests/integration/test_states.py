@@ -88,7 +88,7 @@ def test_failover_from_pillar_then_master_a_killed_minion_answers_through_b(sing
     result = only_result(again.data)
     assert (result["result"], result["changes"]) == (True, {})
 
-    minion.terminate()
+    lablib.terminate(minion)
     minion.start()
     assert lablib.answers_through(master_a, minion.id, 30) is not None, "no answer through A after restart"
     status = cli.run("ha.status", "timeout=2", minion_tgt=minion.id)
@@ -141,10 +141,10 @@ def test_master_keypair_makes_a_master_with_another_key_a_failover_target(split_
     assert ha_keys.fingerprint_file(pki / "master.pub") == ha_keys.fingerprint(shared_pub)
 
     # The stuck minion keeps B's old key in memory: start over with A up, then kill A again.
-    master_b.terminate()
+    lablib.terminate(master_b)
     master_b.start()
     master_a.start()
-    minion.terminate()
+    lablib.terminate(minion)
     minion.start()
     assert lablib.answers_through(master_a, minion.id, 30) is not None, "no answer through A after restart"
     lablib.kill(master_a)

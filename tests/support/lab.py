@@ -133,7 +133,7 @@ def kill(factory):
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(psutil.pid_exists(p) and _alive(p) for p in pids):
         time.sleep(0.05)
-    factory.terminate()
+    terminate(factory)
     return pids
 
 
@@ -314,8 +314,25 @@ class RunningDaemons:
     def __exit__(self, *exc):
         for factory in reversed(self.started):
             thaw(factory)  # a frozen daemon cannot be terminated cleanly
-            factory.terminate()
+            terminate(factory)
         self.started = []
+
+
+def terminate(factory, attempts=3):
+    """
+    ``factory.terminate()``, again when it fails because some process ended while
+    pytest-shell-utilities looked at it: to find leftovers listening on the daemon's
+    ports it reads the connections of every process on the machine, and one that
+    exits meanwhile raises ``psutil.NoSuchProcess``.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return factory.terminate()
+        except psutil.NoSuchProcess:
+            if attempt == attempts:
+                raise
+            log.warning("Terminating %s: a process ended during the port scan; trying again", factory)
+    return None
 
 
 def two_master_lab(factories, root, minion_id, alive_interval=2, minion_overrides=None, accept_on=("a", "b")):
