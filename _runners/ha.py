@@ -19,10 +19,14 @@ from salt.exceptions import SaltInvocationError
 
 import ha_drift
 import ha_jobs
+import ha_key_model
 import ha_keyreceive
 import ha_keystore
 import ha_keysync
+import ha_master_lint
+import ha_master_lint_peers
 import ha_peers
+import ha_probe
 import ha_readiness
 import ha_sync
 
@@ -44,6 +48,15 @@ def _progress():
 
 def _peers():
     return ha_peers.peers_from_opts(__opts__, resolve_secret=lambda uri: salt.utils.sdb.sdb_get(uri, __opts__))
+
+
+def _with_key_store(report):
+    """
+    ``report`` with ``key_store``: where this master's minion keys are read and
+    written (``{"pki_dir", "option", "cluster_id", "driver"}``): ``cluster_pki_dir``
+    on a master cluster, as Salt itself reads them (``ha_keystore.key_pki_dir``).
+    """
+    return {**report, "key_store": ha_keystore.key_store_description(__opts__)}
 
 
 def _batch_size():
@@ -138,7 +151,8 @@ def sync_keys(test=False, prune=False):
 
     Returns ``{"master", "test", "prune", "result", "failed": [peer names],
     "skipped": [{"id", "reason"}], "peers": {name: {"result", "error", "plan",
-    "accepted", "deleted", "conflicts", "blocked", "extra", "refused"}}}``.
+    "accepted", "deleted", "conflicts", "blocked", "extra", "refused"}}, "key_store"}``
+    (``key_store``: where this master's minion keys are read, ``cluster_pki_dir`` on a cluster).
 
     CLI Example:
 
@@ -149,19 +163,26 @@ def sync_keys(test=False, prune=False):
         salt-run ha.sync_keys prune=True
     """
     peers, batch_size = _peers(), _batch_size()
-    return ha_sync.sync_keys(__opts__, peers, _progress(), test=test, prune=prune, batch_size=batch_size)
+    report = ha_sync.sync_keys(__opts__, peers, _progress(), test=test, prune=prune, batch_size=batch_size)
+    return _with_key_store(report)
 
 
 def drift():
     """
     Differences across this master and its peers: HA-relevant master config
-    (secrets masked), master.pub fingerprint, minion key sets and fingerprints,
-    file_roots/pillar_roots tree hashes per environment (with the differing
-    paths), gitfs revisions, salt and salt-ha versions.
+    (secrets masked), the master keys of their key model (``master.pub`` with one
+    shared master key, ``master_sign.pub`` when masters sign their key), minion key
+    sets and fingerprints, file_roots/pillar_roots tree hashes per environment
+    (with the differing paths), gitfs revisions, salt and salt-ha versions.
 
     Returns ``{"masters": [names compared], "unreachable": {peer: error},
-    "differences": [{"what", "masters", ...}], "in_sync": bool}``;
-    ``differences`` is empty when the masters agree.
+    "key_model": {"model", "master_pub_shared", "signing_key", "signing",
+    "problems"}, "differences": [{"what", "masters", ...}], "in_sync": bool}``;
+    ``differences`` is empty when the masters agree. ``key_model.model`` is
+    ``shared master key`` (no master signs), ``signing`` (every master signs) or
+    ``mixed``; ``problems`` (``[{"reason", "fix"}]``) say what keeps a minion from
+    failing over between them. ``key_store``: where this master's minion keys are
+    read (``cluster_pki_dir`` on a master cluster).
 
     CLI Example:
 
@@ -173,23 +194,28 @@ def drift():
     progress("ha.drift: collecting inventories")
     inventories, unreachable = ha_sync.compared_inventories(__opts__, _peers(), progress)
     differences = ha_drift.compare_inventories(inventories)
-    return {
+    return _with_key_store({
         "masters": sorted(inventories),
         "unreachable": unreachable,
+        "key_model": ha_key_model.summary(ha_key_model.master_key_model(inventories)),
         "differences": differences,
         "in_sync": not differences and not unreachable,
-    }
+    })
 
 
 def status():
     """
-    Every master's health, versions, key counts by status, master.pub fingerprint
-    and a summary of drift. An unreachable peer is reported, never fatal.
+    Every master's health, versions, key counts by status, master.pub and
+    master_sign.pub fingerprints, the masters' key model and a summary of drift.
+    An unreachable peer is reported, never fatal.
 
     Returns ``{"masters": [{"master", "up", "error", "salt_version",
-    "salt_ha_version", "master_pub_fingerprint", "keys": {status: count},
+    "salt_ha_version", "master_pub_fingerprint", "master_sign_pubkey",
+    "master_sign_pub_fingerprint", "keys": {status: count},
     "odd_key_files": [{"path", "reason"}]}],
-    "up", "total", "drift": {"count", "what": [...]}}``.
+    "up", "total", "key_model": {"model", "master_pub_shared", "signing_key",
+    "signing", "problems"}, "drift": {"count", "what": [...]}}``. ``key_model``
+    covers the masters that answered (see ``ha.drift``).
 
     CLI Example:
 
@@ -205,6 +231,7 @@ def status():
         "masters": masters,
         "up": len(inventories),
         "total": len(masters),
+        "key_model": ha_key_model.summary(ha_key_model.master_key_model(inventories)),
         "drift": {"count": len(differences), "what": [difference["what"] for difference in differences]},
     }
 
@@ -217,6 +244,8 @@ def _master_status(name, inventory):
         "salt_version": inventory.get("salt_version"),
         "salt_ha_version": inventory.get("salt_ha_version"),
         "master_pub_fingerprint": inventory.get("master_pub_fingerprint"),
+        "master_sign_pubkey": inventory.get("master_sign_pubkey"),
+        "master_sign_pub_fingerprint": inventory.get("master_sign_pub_fingerprint"),
         "keys": inventory.get("key_counts"),
         "odd_key_files": inventory.get("odd_key_files", []),
     }
@@ -226,11 +255,15 @@ def readiness(tgt="*"):
     """
     For each minion matching ``tgt`` (a glob over minion ids known to any master):
     would failover work now? Its key must be accepted with the same fingerprint on
-    every master, the masters must share one master key (or signing), and the
-    minion's own ``ha.lint`` must report no error.
+    every master; the masters must share one master key, or all sign it with one
+    signing key (master pubkey signing); the minion must match that key model
+    (verify signatures exactly when the masters sign, with their signing key, as
+    its ``ha.lint`` reports); and its own ``ha.lint`` must report no error.
 
-    Returns ``{"masters": [names], "unreachable": {peer: error}, "ready": [ids],
-    "not_ready": [{"minion", "reasons": [{"reason", "fix"}]}]}``.
+    Returns ``{"masters": [names], "unreachable": {peer: error}, "key_model":
+    {"model", "master_pub_shared", "signing_key", "signing", "problems"}, "ready":
+    [ids], "not_ready": [{"minion", "reasons": [{"reason", "fix"}]}], "key_store"}``
+    (``key_store``: where this master's minion keys are read).
 
     CLI Example:
 
@@ -239,7 +272,7 @@ def readiness(tgt="*"):
         salt-run ha.readiness
         salt-run ha.readiness tgt='web*'
     """
-    return ha_readiness.readiness(__opts__, _peers(), _progress(), tgt=tgt)
+    return _with_key_store(ha_readiness.readiness(__opts__, _peers(), _progress(), tgt=tgt))
 
 
 def local_jobs(jid=None, hours=24, limit=1000):
@@ -326,3 +359,46 @@ def jobs(jid=None, hours=24, limit=1000):
         salt-run ha.jobs jid=20261127101010123456
     """
     return ha_jobs.jobs(__opts__, _peers(), _progress(), jid=jid, hours=hours, limit=limit)
+
+
+def lint(config=None, peers=True, timeout=2):
+    """
+    Findings for this master's own settings (or for the master config file at
+    ``config``): Salt's master cluster (``cluster_id``, ``cluster_peers``,
+    ``cluster_secret``, ``id``, ``interface``, the shared or isolated filesystem,
+    the balancer in front), the job store, the request workers, salt-ha's
+    ``ha:peers``, and with ``peers`` what every peer answers (its Salt version and
+    cluster). The same shape as the minion's ``ha.lint``; ids HA7xx.
+
+    config
+        A master config file to lint instead of this master's (its ``master.d``
+        and ``include`` files are read too, as the salt-master reads them).
+
+    peers
+        Ask every ``ha:peers`` peer for its Salt version and cluster over salt-api
+        (a peer that does not answer is an info finding). False: no network but DNS.
+
+    timeout
+        Seconds for each DNS lookup (peers use their own ``timeout``).
+
+    Returns ``[{"id", "severity", "option", "message", "suggestion"}]``, errors
+    first, then warnings, then infos.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run ha.lint
+        salt-run ha.lint peers=False
+        salt-run ha.lint config=/etc/salt/master
+    """
+    if config is None:
+        opts, written = __opts__, ha_master_lint.read_written_options(__opts__.get("conf_file"))
+    else:
+        opts, written = ha_master_lint.options_from_file(config)
+    answers = None
+    if peers:
+        usable = ha_master_lint_peers.usable_peers(opts, lambda uri: salt.utils.sdb.sdb_get(uri, opts))
+        answers = ha_master_lint_peers.ask_peers(usable, _progress())
+    resolver = lambda hosts: ha_probe.resolve_many(hosts, timeout)  # noqa: E731
+    return ha_master_lint.lint_master(dict(opts), written, resolver=resolver, peers=answers)

@@ -4,7 +4,8 @@ salt-ha states: failover settings on every minion, identical masters.
 ``ha.minion_failover`` writes a minion ``minion.d/`` drop-in that ``ha.lint``
 finds no error in; ``ha.master_config`` writes a master ``master.d/`` drop-in
 from a dict (usually pillar), byte-identical on every master;
-``ha.master_keypair`` makes ``master.pem``/``master.pub`` equal a given pair.
+``ha.master_keypair`` makes ``master.pem``/``master.pub`` equal a given pair;
+``ha.master_signing`` turns on master pubkey signing with one shared signing pair.
 
 Each follows Salt's state recipe: validate (bad input: ``result: False``, a
 comment naming the problem, nothing written), compare with the files on disk,
@@ -96,6 +97,8 @@ def minion_failover(
     restart_delay=2,
     restart_wait=300,
     returns_engine=False,
+    verify_master_pubkey_sign=False,
+    master_sign_pub=None,
 ):
     """
     Manage the minion drop-in ``name`` holding a failover setup that ``ha.lint``
@@ -173,6 +176,25 @@ def minion_failover(
         The engine starts with the minion: ``restart required`` as for the other
         settings.
 
+    verify_master_pubkey_sign, master_sign_pub
+        Master pubkey signing, for masters that keep their own ``master.pem`` and
+        sign it with one shared signing key pair (state ``ha.master_signing``).
+        ``verify_master_pubkey_sign: True`` puts that option in the drop-in and
+        needs ``master_sign_pub``, the text of the masters' ``master_sign.pub``
+        (exactly one PEM RSA public key; a private key is refused and never
+        shown), which is written to ``master_sign.pub`` in the minion's pki dir
+        together with the drop-in (both or neither; ``changes["master_sign.pub"]``
+        shows fingerprints). The minion then accepts any master whose key that
+        pair signed. Default ``False`` (one shared ``master.pem`` on every master).
+        Salt refuses a signing master to a minion that does not verify, and the
+        other way round, at every sign-in. Switching a running set: ``ha.master_signing``
+        on the masters without restarting them, then this state on the minions with
+        a restart (they keep retrying and sign in once the masters sign), then
+        restart the masters; a minion that does not verify when the masters start
+        signing is unreachable until it is fixed by hand. A ``master_finger``
+        in the minion's config pins one master's key (a warning: the minion exits
+        when it fails over to a master with another key).
+
     CLI Example:
 
     .. code-block:: bash
@@ -181,6 +203,7 @@ def minion_failover(
         salt-call state.single ha.minion_failover ha-failover.conf masters='[10.0.0.1, 10.0.0.2]' restart=True
         salt-call state.single ha.minion_failover ha-failover.conf masters='[salt1, salt2]' failback=True
         salt-call state.single ha.minion_failover ha-failover.conf masters='[salt1, salt2]' returns_engine=True
+        salt '*' state.apply ha.minion   # verify_master_pubkey_sign and master_sign_pub from pillar
 
     SLS Example:
 
@@ -194,7 +217,7 @@ def minion_failover(
                 max_age: 3600
             - restart: True
     """
-    context = {key: __opts__[key] for key in ("master_port", "publish_port") if __opts__.get(key)}
+    context = {key: __opts__[key] for key in ha_state.LINT_CONTEXT_OPTIONS if __opts__.get(key)}
 
     def make_plan():
         ha_validate.validate_flag(restart, "restart")
@@ -204,8 +227,10 @@ def minion_failover(
             masters, alive_interval, failback, failback_interval, retry_dns, master_port, publish_port
         )
         engine = ha_state.returns_engine_options(returns_engine, __opts__)
+        signing_pub = ha_state.signing_options(verify_master_pubkey_sign, master_sign_pub)
         return ha_state.plan_minion_failover(
-            name, __opts__.get("conf_file"), options, context, returns_engine=engine, opts=__opts__
+            name, __opts__.get("conf_file"), options, context, returns_engine=engine, opts=__opts__,
+            signing_pub=signing_pub,
         )
 
     def plan_restart(plan):
@@ -304,3 +329,66 @@ def master_keypair(name, private_key, public_key=None):
         return ha_state.plan_master_keypair(name, private_key, public_key)
 
     return _run(name, make_plan, "the salt-master uses the new key pair after a restart")
+
+
+def master_signing(name, private_key, public_key=None, config="ha-signing.conf"):
+    """
+    Turn on master pubkey signing on this master with the signing key pair shared
+    by every master: ``master_sign.pem``/``master_sign.pub`` in the master pki dir
+    ``name`` equal the given pair, and the ``master.d`` drop-in ``config`` sets
+    ``master_sign_pubkey: True``. Masters then keep their own ``master.pem`` and
+    minions (``ha.minion_failover`` with ``verify_master_pubkey_sign: True`` and
+    ``master_sign_pub``) fail over between them: the alternative to one shared
+    ``master.pem`` (``ha.master_keypair``).
+
+    The same rules as ``ha.master_keypair``: the pair is checked before anything
+    is touched (``public_key`` must be the public half of ``private_key``, an
+    unencrypted PEM RSA key; without it, it is derived); the key files and the
+    drop-in are staged and replaced together (if one cannot be replaced, the
+    others get their previous version back and the state fails, naming the
+    file); ``master_sign.pem`` gets mode 0400, its backup is as strict; changes
+    show fingerprints only (the path-based sha256 of ``salt-key -f``), and
+    ``master_sign_pubkey: {"old", "new"}`` for the drop-in.
+
+    This state is the one place that sets the option: it is refused while another
+    file the salt-master reads (``master``, ``master.d/*.conf``, ``include``) sets
+    ``master_sign_pubkey`` to anything but True, a ``master_sign_key_name`` other
+    than ``master_sign``, or ``master_use_pubkey_signature`` (a precomputed
+    signature instead of the key); the comment names the file. The salt-master
+    signs with the pair after a restart. Salt refuses a signing master to a
+    minion that does not verify: apply this state on every master without
+    restarting it, switch the minions (``ha.minion_failover`` with
+    ``verify_master_pubkey_sign``, restarted; they retry until the masters sign),
+    then restart the masters.
+
+    name
+        The master's pki dir (absolute path of an existing directory), e.g.
+        ``/etc/salt/pki/master``.
+
+    private_key
+        The signing private key, PEM text: the same on every master. Pass it
+        through pillar (ideally GPG-encrypted) targeted at the masters only, never
+        on a command line.
+
+    public_key
+        The signing public key, PEM text (optional): the ``master_sign_pub`` the
+        minions get.
+
+    config
+        The ``master.d`` drop-in holding ``master_sign_pubkey: True``: a file name
+        in ``master.d/`` next to this minion's config file (``/etc/salt/master.d/``
+        for ``/etc/salt/minion``) or an absolute path there; ends in ``.conf``.
+        Default ``ha-signing.conf``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'master*' state.apply ha.master
+        salt 'master*' state.apply ha.master test=True
+    """
+
+    def make_plan():
+        return ha_state.plan_master_signing(name, private_key, public_key, config, __opts__.get("conf_file"))
+
+    return _run(name, make_plan, "the salt-master signs its public key with this pair after a restart")

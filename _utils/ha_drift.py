@@ -7,7 +7,8 @@ by state, file_roots/pillar_roots tree hashes per environment, gitfs remote
 revisions, versions and the job store settings (:func:`job_store_config`).
 :func:`compare_inventories` turns several masters' inventories into a list of
 differences, each naming the masters and what differs; the list is empty when they
-agree.
+agree. Master keys are compared for the masters' key model (:mod:`ha_key_model`):
+``master.pub`` with one shared master key, ``master_sign.pub`` with signing.
 """
 
 import collections.abc
@@ -19,6 +20,7 @@ import re
 import salt.utils.files
 import salt.version
 
+import ha_key_model
 import ha_keys
 
 MASK = "*****"
@@ -275,6 +277,21 @@ def _tree_differences(inventories, field):
     return differences
 
 
+def _master_key_differences(inventories):
+    """
+    The master keys that differ for the masters' key model (:mod:`ha_key_model`):
+    ``master.pub`` unless every master signs (with signing each master keeps its own
+    ``master.pem``), ``master_sign.pub`` when any master signs.
+    """
+    model = ha_key_model.master_key_model(inventories)["model"]
+    differences = []
+    if model != ha_key_model.SIGNING:
+        differences += _scalar_differences(inventories, "master_pub_fingerprint", "master.pub fingerprint")
+    if model != ha_key_model.SHARED:
+        differences += _scalar_differences(inventories, "master_sign_pub_fingerprint", "master_sign.pub fingerprint")
+    return differences
+
+
 def compare_inventories(inventories):
     """
     Differences across ``{master name: inventory}``: a list of ``{"what", "masters",
@@ -283,8 +300,7 @@ def compare_inventories(inventories):
     """
     if len(inventories) < 2:
         return []
-    differences = []
-    differences += _scalar_differences(inventories, "master_pub_fingerprint", "master.pub fingerprint")
+    differences = _master_key_differences(inventories)
     differences += _scalar_differences(inventories, "salt_version", "salt version")
     differences += _scalar_differences(inventories, "salt_ha_version", "salt-ha version")
     configs = {name: inv.get("config") or {} for name, inv in inventories.items()}

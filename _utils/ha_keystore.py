@@ -101,10 +101,33 @@ def shown_file_name(name):
 
 
 def key_pki_dir(opts):
-    """The folder holding minion keys (``cluster_pki_dir`` on a master cluster)."""
+    """
+    The folder holding minion keys: ``cluster_pki_dir`` on a master cluster, else
+    ``pki_dir``. As Salt 3008.4 resolves it: ``salt.key.Key`` and the ``localfs_key``
+    and ``mmap_key`` drivers (``init_kwargs``) read minion keys from
+    ``cluster_pki_dir`` whenever ``cluster_id`` is set, and ``apply_master_config``
+    sets a missing ``cluster_pki_dir`` to ``pki_dir`` (with a warning) when
+    ``cluster_id`` is set; options not run through it get the same fallback here.
+    """
     if opts.get("cluster_id"):
-        return opts["cluster_pki_dir"]
+        return opts.get("cluster_pki_dir") or opts["pki_dir"]
     return opts["pki_dir"]
+
+
+def key_store_description(opts):
+    """
+    Where this master's minion keys are read and written, for returns:
+    ``{"pki_dir", "option": "cluster_pki_dir"|"pki_dir", "cluster_id", "driver"}``
+    (``cluster_pki_dir`` when ``cluster_id`` is set; ``pki_dir`` there too when
+    ``cluster_pki_dir`` is unset and Salt falls back to it).
+    """
+    clustered = bool(opts.get("cluster_id"))
+    return {
+        "pki_dir": key_pki_dir(opts),
+        "option": "cluster_pki_dir" if clustered and opts.get("cluster_pki_dir") else "pki_dir",
+        "cluster_id": opts.get("cluster_id") if clustered else None,
+        "driver": opts.get("keys.cache_driver") or LOCAL_DRIVER,
+    }
 
 
 def validate_minion_id(opts, minion_id, resolve=True):

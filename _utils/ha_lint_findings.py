@@ -8,7 +8,10 @@ A finding is ``{"id", "severity": "error"|"warning"|"info", "option", "message",
 :func:`produces`. Ids are numbered by theme: HA1xx the master list and
 ``master_type``, HA2xx detection, failback and sign-in timing, HA3xx DNS and
 transport, HA4xx unknown options, value types and config files, HA5xx job returns
-across a failover (the ``ha_returns`` engine), HA9xx the failover time estimate.
+across a failover (the ``ha_returns`` engine), HA6xx the master keys the minion
+accepts (one shared master key or master pubkey signing), HA9xx the failover time
+estimate. The master's own rules (the runner's ``ha.lint``) use HA7xx, declared in
+:data:`MASTER_FINDING_TITLES`.
 """
 
 import ha_text
@@ -58,9 +61,64 @@ FINDING_TITLES = {
     # HA5xx: job returns across a failover (ha_lint_returns)
     "HA501": "failover without the ha_returns engine: returns in flight are dropped",
     "HA502": "the ha_returns engine's options are invalid",
+    # HA6xx: the master keys the minion accepts (ha_lint_keys)
+    "HA601": "the key model: one shared master key, or master pubkey signing",
+    "HA602": "verify_master_pubkey_sign without the signing public key",
+    "HA603": "a signing public key Salt cannot use",
+    "HA604": "master_finger pins one master key while signing lets the keys differ",
+    "HA605": "a signing public key without verify_master_pubkey_sign",
+    "HA606": "always_verify_signature without verify_master_pubkey_sign",
     # HA9xx: the estimate (ha_failover_time)
     "HA901": "the estimated worst-case failover time",
 }
+
+# The master's own settings (the runner's ha.lint, ha_master_lint): a table of their
+# own, so the minion's rule set (FINDING_TITLES) stays exactly what ha.lint on a
+# minion can return. HA70x cluster membership and identity, HA71x the cluster's
+# shared or isolated filesystem, HA72x the balancer in front, HA73x the job store,
+# HA74x request workers, HA75x ha:peers, HA76x what the peers answer.
+MASTER_FINDING_TITLES = {
+    # HA70x: cluster membership and identity (ha_master_lint_cluster)
+    "HA701": "cluster_id without cluster_peers: the salt-master exits at start",
+    "HA702": "cluster options without cluster_id are ignored",
+    "HA703": "a cluster_peers entry Salt cannot use",
+    "HA704": "cluster_peers lists this master itself",
+    "HA705": "cluster_peers misses a master of the cluster",
+    "HA706": "id not set on a cluster master",
+    "HA707": "id is not the name the other masters list for this master",
+    "HA708": "interface is a wildcard address on a cluster master",
+    "HA709": "a cluster without cluster_secret: any host reaching the pool port can join",
+    "HA710": "an isolated-filesystem cluster without cluster_pub_fingerprint",
+    # HA71x: the cluster's shared or isolated filesystem (ha_master_lint_cluster)
+    "HA711": "cluster_pki_dir unset: minion keys fall back to pki_dir",
+    "HA712": "a folder the cluster masters must share is on a local filesystem",
+    "HA713": "cluster_isolated_filesystem without keys.cache_driver mmap_key",
+    "HA714": "file_roots and pillar_roots of a cluster master",
+    # HA72x: the balancer in front of the cluster (ha_master_lint_cluster)
+    "HA721": "the balancer's idle timeout on the publish port",
+    "HA722": "a TCP health check cannot see a hung master",
+    # HA73x: the job store (ha_master_lint_jobs)
+    "HA731": "local_cache on several masters: the survivor cannot look up the dead master's jobs",
+    "HA732": "ext_job_cache: the master keeps no returns of its own",
+    "HA733": "job_cache False: the master keeps no returns",
+    "HA734": "keep_jobs is ignored (Salt reads keep_jobs_seconds)",
+    "HA735": "keep_jobs_seconds 0: jobs are never purged",
+    # HA74x: request workers (ha_master_lint_jobs)
+    "HA741": "worker_pools_enabled False: the 3008.4 request server answers no minion",
+    # HA75x: ha:peers (ha_master_lint_peers)
+    "HA751": "an ha:peers entry salt-ha cannot use",
+    "HA752": "an ha:peers entry with TLS verification off",
+    "HA753": "an ha:peers CA bundle that does not exist",
+    "HA754": "an ha:peers URL over plain http",
+    "HA755": "an ha:peers entry pointing at this master",
+    "HA756": "two ha:peers entries with one URL",
+    # HA76x: what the peers answer (ha_master_lint_peers)
+    "HA761": "a peer runs another Salt version",
+    "HA762": "a peer did not answer: not compared",
+}
+
+# Every declared id, minion and master side: what produces and lint_finding accept.
+ALL_FINDING_TITLES = {**FINDING_TITLES, **MASTER_FINDING_TITLES}
 
 
 def produces(*finding_ids):
@@ -68,13 +126,13 @@ def produces(*finding_ids):
     Decorate a rule with the ids of the findings it may return: sets
     ``rule.finding_ids`` and appends each id with its title to the rule's docstring.
     """
-    unknown = [finding_id for finding_id in finding_ids if finding_id not in FINDING_TITLES]
+    unknown = [finding_id for finding_id in finding_ids if finding_id not in ALL_FINDING_TITLES]
     if unknown:
         raise ValueError(f"finding ids {unknown} are not declared in FINDING_TITLES")
 
     def mark(rule):
         rule.finding_ids = finding_ids
-        titles = "".join(f"\n    {finding_id}: {FINDING_TITLES[finding_id]}" for finding_id in finding_ids)
+        titles = "".join(f"\n    {finding_id}: {ALL_FINDING_TITLES[finding_id]}" for finding_id in finding_ids)
         rule.__doc__ = f"{(rule.__doc__ or '').rstrip()}\n\n    Findings:{titles}\n"
         return rule
 
@@ -88,7 +146,7 @@ def finding(severity, option, message, suggestion):
 
 def lint_finding(finding_id, severity, option, message, suggestion):
     """One lint finding: :func:`finding` with its declared ``id`` first."""
-    if finding_id not in FINDING_TITLES:
+    if finding_id not in ALL_FINDING_TITLES:
         raise ValueError(f"finding id {finding_id!r} is not declared in FINDING_TITLES")
     return {"id": finding_id, **finding(severity, option, message, suggestion)}
 

@@ -2,7 +2,9 @@
 Would failover work for a minion now? The readiness of ``ha.readiness``.
 
 A minion is ready when its key is accepted with one fingerprint on every master,
-the masters share one master key (or one signing key), and its own ``ha.lint``
+the masters share one master key or all sign with one signing key (the key model,
+:mod:`ha_key_model`), the minion's side matches that model (it verifies signatures
+exactly when the masters sign, with their signing key), and its own ``ha.lint``
 reports no error. :func:`readiness` gathers the masters' inventories
 (:mod:`ha_sync`), asks the minions accepted here for their ``ha.lint``
 (:func:`lint_minions`), and gives each minion that is not ready its reasons, each
@@ -16,6 +18,7 @@ import typing
 import salt.client
 from salt.exceptions import SaltClientError
 
+import ha_key_model
 import ha_keys
 import ha_sync
 
@@ -32,28 +35,24 @@ class LintUnavailable(typing.NamedTuple):
     fix: str
 
 
-def master_key_problem(inventories):
-    """None when every master shares one master.pub (or one signing key, with signing on), else why not."""
-    pubs = {name: inv.get("master_pub_fingerprint") for name, inv in inventories.items()}
-    if len(set(pubs.values())) <= 1:
+def minion_key_facts(lint_findings):
+    """The key facts the minion's ``ha.lint`` reports (HA601's ``key_model``), or None."""
+    if not isinstance(lint_findings, list):
         return None
-    signs = {name: inv.get("master_sign_pub_fingerprint") for name, inv in inventories.items()}
-    signing = all(inv.get("master_sign_pubkey") for inv in inventories.values())
-    if signing and None not in signs.values() and len(set(signs.values())) == 1:
-        return None
-    return {
-        "reason": "the masters have different master.pub keys: the minion refuses the next master"
-        f" ({', '.join(f'{name} {fp}' for name, fp in sorted(pubs.items()))})",
-        "fix": "give every master the same master.pem/master.pub (status ha.master_keypair) or set up"
-        " master_sign_pubkey with one shared master_sign.pem",
-    }
+    return next(
+        (item.get("key_model") for item in lint_findings if isinstance(item, dict) and item.get("id") == "HA601"),
+        None,
+    )
 
 
-def minion_readiness(minion_id, inventories, source, lint_findings, master_problem):
+def minion_readiness(minion_id, inventories, source, lint_findings, master_problem, key_model=None):
     """
     The reasons ``minion_id`` would not fail over: ``[{"reason", "fix"}]`` (empty:
     ready). ``lint_findings`` is the minion's ``ha.lint`` answer (a list of
     findings, or the error text it returned) or a :class:`LintUnavailable`.
+    ``master_problem``: one ``{"reason", "fix"}`` or a list of them, the masters'
+    key problems; ``key_model`` (:func:`ha_key_model.master_key_model`): the
+    minion's own key facts (its ``ha.lint`` HA601) are checked against it.
     """
     reasons = []
     seen = {}
@@ -83,8 +82,12 @@ def minion_readiness(minion_id, inventories, source, lint_findings, master_probl
             fix = (f"salt-run ha.sync_keys on {holder}" if holder else
                    f"accept the key on one master (salt-key -a {minion_id}), then run salt-run ha.sync_keys there")
             reasons.append({"reason": f"key {what} on {name}", "fix": fix})
-    if master_problem:
+    if isinstance(master_problem, dict):
         reasons.append(master_problem)
+    elif master_problem:
+        reasons.extend(master_problem)
+    if key_model is not None:
+        reasons.extend(ha_key_model.minion_key_problems(key_model, minion_key_facts(lint_findings)))
     if isinstance(lint_findings, LintUnavailable):
         reasons.append({"reason": lint_findings.reason, "fix": lint_findings.fix})
     elif not isinstance(lint_findings, list):
@@ -143,11 +146,11 @@ def readiness(opts, peers, progress, tgt="*"):
     progress(f"ha.readiness: {len(minion_ids)} minions, {len(inventories)} masters")
     accepted_here = set((inventories[source].get("keys") or {}).get("accepted", {}))
     lint, lint_error = lint_minions(opts, [minion_id for minion_id in minion_ids if minion_id in accepted_here])
-    master_problem = master_key_problem(inventories)
+    key_model = ha_key_model.master_key_model(inventories)
     ready, not_ready = [], []
     for minion_id in minion_ids:
         findings = lint_of(source, minion_id, accepted_here, lint, lint_error)
-        reasons = minion_readiness(minion_id, inventories, source, findings, master_problem)
+        reasons = minion_readiness(minion_id, inventories, source, findings, key_model["problems"], key_model)
         if unreachable:
             reasons.append({"reason": f"masters not checked: {', '.join(sorted(unreachable))}",
                             "fix": "bring their salt-api back and rerun ha.readiness"})
@@ -155,4 +158,11 @@ def readiness(opts, peers, progress, tgt="*"):
             not_ready.append({"minion": minion_id, "reasons": reasons})
         else:
             ready.append(minion_id)
-    return {"masters": sorted(inventories), "unreachable": unreachable, "ready": ready, "not_ready": not_ready}
+    return {
+        "masters": sorted(inventories),
+        "unreachable": unreachable,
+        "key_model": ha_key_model.summary(key_model),
+        "ready": ready,
+        "not_ready": not_ready,
+    }
+

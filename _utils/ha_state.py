@@ -23,6 +23,7 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 import ha_config_file
 import ha_files
+import ha_key_model
 import ha_keys
 import ha_lint
 import ha_lint_options
@@ -351,11 +352,16 @@ def main_engines_refusal(source, others):
     )
 
 
+# The minion's own options a failover drop-in is linted with (see lint_failover).
+LINT_CONTEXT_OPTIONS = ("master_port", "publish_port", "master_finger")
+
+
 def lint_failover(options, port_context=None):
     """
     Lint rendered failover ``options`` with ``ha_lint`` (no DNS): ``(errors, warnings)``
-    as lists of finding dicts. ``port_context`` supplies the minion's ``master_port``
-    and ``publish_port`` when the drop-in does not set them.
+    as lists of finding dicts. ``port_context`` supplies the minion's options the
+    drop-in does not set and the rules need (:data:`LINT_CONTEXT_OPTIONS`: the ports,
+    and ``master_finger``, which pins one master key).
     """
     opts = {**(port_context or {}), **options}
     findings = ha_lint.lint_options(opts, written_keys=set(options), resolver=None)
@@ -369,13 +375,19 @@ def finding_text(item):
     return f"{item['id']} {ha_text.printable(item['option'])}: {item['message']} (suggestion: {item['suggestion']})"
 
 
-def plan_minion_failover(name, conf_file, options, port_context=None, returns_engine=None, opts=None):
+def plan_minion_failover(
+    name, conf_file, options, port_context=None, returns_engine=None, opts=None, signing_pub=None
+):
     """
     Plan the minion drop-in ``name`` holding ``options`` (see :func:`failover_options`),
     plus ``engines: [{ha_returns: returns_engine}]`` when ``returns_engine`` (options
     from :func:`returns_engine_options`) is not None and :func:`plan_returns_engine`
     finds that no other file lists it (``opts``: the minion's options, for
-    ``ha_returns.engine_config``).
+    ``ha_returns.engine_config`` and its ``pki_dir``). With ``signing_pub`` (from
+    :func:`signing_options`) the drop-in also sets ``verify_master_pubkey_sign:
+    True`` and ``master_sign.pub`` in the minion's pki dir is planned with it
+    (written together, all or nothing; ``changes["master_sign.pub"]`` shows
+    fingerprints).
 
     Refuses (``SaltInvocationError``) when ``ha_lint`` finds an error in them;
     its warnings become notes. ``changes`` is ``{option: {"old", "new"}}``, plus
@@ -387,13 +399,32 @@ def plan_minion_failover(name, conf_file, options, port_context=None, returns_en
     engines, engine_notes = plan_returns_engine(path, conf_file, returns_engine, opts or {})
     if engines is not None:
         options = {**options, "engines": engines}
+    if signing_pub is not None:
+        options = {**options, "verify_master_pubkey_sign": True}
     errors, warnings = lint_failover(options, port_context)
     if errors:
         raise SaltInvocationError(
             "ha.lint finds errors in this failover setup: "
             + "; ".join(finding_text(item) for item in errors)
         )
-    content = render_yaml(options, "ha.minion_failover").encode("utf-8")
+    plan, changes = plan_options_dropin(path, options, "ha.minion_failover")
+    files = (plan,)
+    if signing_pub is not None:
+        pub_plan, pub_changes = plan_minion_signing_pub(signing_pub, opts or {})
+        files += (pub_plan,)
+        changes.update(pub_changes)
+    notes = engine_notes + tuple(f"warning: {finding_text(item)}" for item in warnings)
+    return StatePlan(files, changes, notes)
+
+
+def plan_options_dropin(path, options, state):
+    """
+    ``(FilePlan, changes)`` of the drop-in ``path`` holding ``options`` (sorted YAML
+    under the header naming ``state``): ``changes`` is ``{option: {"old", "new"}}``,
+    ``{"file": ...}`` for a rewrite with the same options, plus ``corrupt_file``
+    (:func:`corrupt_change`) when the file on disk is not valid YAML or not a mapping.
+    """
+    content = render_yaml(options, state).encode("utf-8")
     current = read_bytes(path)
     old, corrupt = current_options(path, current)
     plan = file_plan(path, content, PUBLIC_MODE, current, corrupt)
@@ -402,8 +433,83 @@ def plan_minion_failover(name, conf_file, options, port_context=None, returns_en
         changes = {"file": "rewritten in canonical form (same options)"}
     if corrupt:
         changes["corrupt_file"] = corrupt_change(plan)
-    notes = engine_notes + tuple(f"warning: {finding_text(item)}" for item in warnings)
-    return StatePlan((plan,), changes, notes)
+    return plan, changes
+
+
+# --- master pubkey signing on the minion ---------------------------------------------------
+
+
+def signing_options(verify_master_pubkey_sign, master_sign_pub):
+    """
+    The signing public key PEM ``ha.minion_failover`` installs (normalized), or None
+    when ``verify_master_pubkey_sign`` is False. Both go together: verification
+    without the key refuses every master Salt has to verify, the key without
+    verification is never read. ``master_sign_pub`` must be exactly one PEM RSA
+    public key block (:func:`ha_key_model.public_key_problem`); a private key is
+    refused and never echoed.
+    """
+    verify = ha_validate.validate_flag(verify_master_pubkey_sign, "verify_master_pubkey_sign")
+    if not verify:
+        if master_sign_pub is not None:
+            raise SaltInvocationError(
+                "master_sign_pub is given but verify_master_pubkey_sign is False: the minion would never "
+                "read it; pass verify_master_pubkey_sign: True too (or leave master_sign_pub out)"
+            )
+        return None
+    if master_sign_pub is None:
+        raise SaltInvocationError(
+            "verify_master_pubkey_sign is True but master_sign_pub is missing: without the masters' "
+            "signing public key the minion refuses every master whose key it has not cached; pass "
+            "master_sign_pub (the text of the masters' master_sign.pub)"
+        )
+    if isinstance(master_sign_pub, bytes):
+        master_sign_pub = master_sign_pub.decode("ascii", errors="replace")
+    problem = ha_key_model.public_key_problem(master_sign_pub)
+    if problem:
+        raise SaltInvocationError(f"master_sign_pub: {problem}")
+    return normalize_pem(master_sign_pub, "master_sign_pub")
+
+
+def minion_pki_dir(opts):
+    """The minion's pki dir from its options: an existing absolute directory."""
+    pki_dir = opts.get("pki_dir")
+    if not isinstance(pki_dir, str) or not os.path.isabs(pki_dir) or not os.path.isdir(pki_dir):
+        raise SaltInvocationError(f"the minion's pki_dir {pki_dir!r} is not an existing directory")
+    return os.path.normpath(pki_dir)
+
+
+def public_key_plan(path, public_pem):
+    """
+    ``(FilePlan, change or None)`` for the public key file ``path`` holding
+    ``public_pem`` (written with mode 0644): unchanged when the file holds the same
+    key (same PEM body; its mode is left as it is, Salt writes public keys 0400 or
+    0644); the change is ``{"old", "new", "path"}`` with fingerprints.
+    """
+    current = read_bytes(path)
+    changed = current is None or ha_keys.pem_body(current) != ha_keys.pem_body(public_pem)
+    plan = FilePlan(path, public_pem.encode("ascii"), PUBLIC_MODE, changed)
+    if not changed:
+        return plan, None
+    old = ha_keys.fingerprint(current) if current is not None else None
+    return plan, {"old": old, "new": ha_keys.fingerprint(public_pem), "path": path}
+
+
+def plan_minion_signing_pub(public_pem, opts):
+    """
+    ``(FilePlan, changes)`` for ``master_sign.pub`` in the minion's pki dir (where
+    Salt reads it with ``verify_master_pubkey_sign``). A minion whose
+    ``master_sign_key_name`` is not Salt's ``master_sign`` is refused (it would read
+    another file).
+    """
+    name = ha_key_model.sign_key_name(opts)
+    if name != ha_key_model.SIGN_KEY_NAME:
+        raise SaltInvocationError(
+            f"the minion's master_sign_key_name is {name!r}: it would read {name}.pub, not "
+            f"{ha_key_model.SIGN_KEY_NAME}.pub; remove master_sign_key_name from its config"
+        )
+    filename = f"{ha_key_model.SIGN_KEY_NAME}.pub"
+    plan, change = public_key_plan(os.path.join(minion_pki_dir(opts), filename), public_pem)
+    return plan, ({filename: change} if change else {})
 
 
 # --- ha.master_config --------------------------------------------------------------------
@@ -571,43 +677,118 @@ def validate_keypair(private_key, public_key):
     return private_pem, public_pem, key
 
 
-def plan_master_keypair(name, private_key, public_key=None):
+def plan_keypair(name, private_key, public_key=None, basename="master"):
     """
-    Plan ``master.pem``/``master.pub`` in the pki dir ``name``.
+    Plan the key pair ``<basename>.pem``/``<basename>.pub`` in the master pki dir ``name``.
 
-    ``changes``: ``{"master.pem": {"old", "new", "path"}, "master.pub": {...}}`` where
-    old/new are path-based fingerprints (``ha_keys.fingerprint``): of the public half
-    for master.pem, of the file for master.pub. No key material anywhere.
+    ``changes``: ``{"<basename>.pem": {"old", "new", "path"}, "<basename>.pub": {...}}``
+    where old/new are path-based fingerprints (``ha_keys.fingerprint``): of the
+    public half for the ``.pem``, of the file for the ``.pub``. No key material anywhere.
     """
     private_pem, public_pem, key = validate_keypair(private_key, public_key)
     pki_dir = validate_pki_dir(name)
-    pem_path = key_target(pki_dir, "master.pem")
-    pub_path = key_target(pki_dir, "master.pub")
+    pem_name, pub_name = f"{basename}.pem", f"{basename}.pub"
+    pem_path = key_target(pki_dir, pem_name)
+    pub_path = key_target(pki_dir, pub_name)
     current_pem = read_bytes(pem_path)
-    current_pub = read_bytes(pub_path)
     pem_changed = not same_private_key(current_pem, key) or stat_mode(pem_path) != PRIVATE_MODE
-    pub_changed = current_pub is None or ha_keys.pem_body(current_pub) != ha_keys.pem_body(
-        public_pem
-    )
-    files = (
-        FilePlan(pem_path, private_pem.encode("ascii"), PRIVATE_MODE, pem_changed),
-        FilePlan(pub_path, public_pem.encode("ascii"), PUBLIC_MODE, pub_changed),
-    )
+    pub_plan, pub_change = public_key_plan(pub_path, public_pem)
+    files = (FilePlan(pem_path, private_pem.encode("ascii"), PRIVATE_MODE, pem_changed), pub_plan)
     changes = {}
-    new_fingerprint = ha_keys.fingerprint(public_pem)
     if pem_changed:
-        changes["master.pem"] = {
+        changes[pem_name] = {
             "old": public_fingerprint_of_private(current_pem),
-            "new": new_fingerprint,
+            "new": ha_keys.fingerprint(public_pem),
             "path": pem_path,
         }
-    if pub_changed:
-        changes["master.pub"] = {
-            "old": ha_keys.fingerprint(current_pub) if current_pub is not None else None,
-            "new": new_fingerprint,
-            "path": pub_path,
-        }
+    if pub_change:
+        changes[pub_name] = pub_change
     return StatePlan(files, changes, ())
+
+
+def plan_master_keypair(name, private_key, public_key=None):
+    """Plan ``master.pem``/``master.pub`` in the pki dir ``name`` (:func:`plan_keypair`)."""
+    return plan_keypair(name, private_key, public_key, "master")
+
+
+# --- ha.master_signing ---------------------------------------------------------------------
+
+MASTER_DEFAULT_INCLUDE = salt.config.DEFAULT_MASTER_OPTS["default_include"]
+# The options ha.master_signing writes into its master.d drop-in.
+MASTER_SIGNING_OPTIONS = {"master_sign_pubkey": True}
+
+
+def master_config_sources(conf_file):
+    """
+    The :class:`ha_minion_config.ConfigSource` of every file the salt-master next to
+    ``conf_file`` reads (``<config dir>/master``, its ``default_include`` files,
+    ``master.d/*.conf`` unless changed, and its ``include`` files), read as Salt
+    reads them; files Salt cannot use contribute nothing.
+    """
+    master_file = os.path.join(os.path.dirname(os.path.abspath(conf_file)), "master")
+    try:
+        options = ha_config_file.load_config_file(master_file)
+        sources = [ha_minion_config.ConfigSource(master_file, "conf_file", options)]
+    except ha_config_file.ConfigFileError:
+        options, sources = {}, []
+    for option, default in (("default_include", MASTER_DEFAULT_INCLUDE), ("include", [])):
+        _options, found, _problems = ha_minion_config.read_included(master_file, option, options.get(option, default))
+        sources += found
+    return sources
+
+
+def master_signing_conflicts(conf_file, dropin):
+    """
+    ``(refusals, notes)`` from the other files the salt-master reads: a file that sets
+    ``master_sign_pubkey`` to anything but True, ``master_sign_key_name`` to anything
+    but ``master_sign`` (the master would sign with another pair), or
+    ``master_use_pubkey_signature`` (the master would send a precomputed signature
+    file instead) is a refusal; one that also sets ``master_sign_pubkey: True`` is a note.
+    """
+    real = os.path.realpath(dropin)
+    refusals, notes = [], []
+    for source in master_config_sources(conf_file):
+        if os.path.realpath(source.path) == real:
+            continue
+        options = source.options
+        if "master_sign_pubkey" in options and options["master_sign_pubkey"] is not True:
+            refusals.append(
+                f"{source.path!r} sets master_sign_pubkey: {ha_text.shown(options['master_sign_pubkey'])}: "
+                f"remove it there ({dropin!r} sets it)"
+            )
+        elif options.get("master_sign_pubkey") is True:
+            notes.append(f"{source.path!r} sets master_sign_pubkey: True too.")
+        name = options.get("master_sign_key_name", ha_key_model.SIGN_KEY_NAME)
+        if name != ha_key_model.SIGN_KEY_NAME:
+            refusals.append(
+                f"{source.path!r} sets master_sign_key_name: {ha_text.shown(name)}: the master would sign "
+                f"with {ha_text.printable(name)}.pem, not {ha_key_model.SIGN_KEY_NAME}.pem; remove it there"
+            )
+        if options.get("master_use_pubkey_signature"):
+            refusals.append(
+                f"{source.path!r} sets master_use_pubkey_signature: the master would send a precomputed "
+                "signature file instead of signing with master_sign.pem; remove it there"
+            )
+    return refusals, tuple(notes)
+
+
+def plan_master_signing(name, private_key, public_key=None, config="ha-signing.conf", conf_file=None):
+    """
+    Plan master pubkey signing on this master: the signing key pair
+    ``master_sign.pem``/``master_sign.pub`` in the pki dir ``name``
+    (:func:`plan_keypair`) and the ``master.d`` drop-in ``config`` holding
+    ``master_sign_pubkey: True`` (:data:`MASTER_SIGNING_OPTIONS`), written together.
+    Refused when another master config file contradicts it
+    (:func:`master_signing_conflicts`). ``changes``: the key files' fingerprints
+    (``master_sign.pem``, ``master_sign.pub``) and ``master_sign_pubkey: {"old", "new"}``.
+    """
+    keys = plan_keypair(name, private_key, public_key, ha_key_model.SIGN_KEY_NAME)
+    path = dropin_path(config, conf_file, "master.d")
+    refusals, notes = master_signing_conflicts(conf_file, path)
+    if refusals:
+        raise SaltInvocationError("; ".join(refusals))
+    dropin, changes = plan_options_dropin(path, dict(MASTER_SIGNING_OPTIONS), "ha.master_signing")
+    return StatePlan(keys.files + (dropin,), {**keys.changes, **changes}, notes)
 
 
 # --- carrying out a plan -----------------------------------------------------------------

@@ -26,6 +26,14 @@ ha:
     # the engines list of /etc/salt/minion itself, so the state refuses while that
     # file has one: move it into a minion.d/*.conf drop-in (Salt merges those).
     returns_engine: False
+    # Master pubkey signing (the masters keep their own master.pem and sign it with one
+    # shared signing key pair, see ha:master:signing): the minion verifies the
+    # signature with the masters' master_sign.pub, written to its pki dir. Public: plain
+    # pillar is fine. Switch the minions first, then restart the masters.
+    verify_master_pubkey_sign: False
+    # master_sign_pub: |
+    #   -----BEGIN PUBLIC KEY-----
+    #   ...
 
   master:
     # Drop-in written by ha.master_config in master.d/ on every master: identical bytes.
@@ -40,3 +48,13 @@ ha:
     #   -----BEGIN RSA PRIVATE KEY-----
     #   ...
     # public_key: (optional, checked against private_key)
+    # Or master pubkey signing instead of one shared master.pem: ha.master_signing
+    # writes master_sign.pem/.pub to pki_dir and master_sign_pubkey: True to
+    # master.d/<config_file> when signing:private_key is set (GPG-encrypted pillar,
+    # masters only; the same pair on every master).
+    # signing:
+    #   config_file: ha-signing.conf
+    #   private_key: |
+    #     -----BEGIN RSA PRIVATE KEY-----
+    #     ...
+    #   public_key: (optional; the master_sign_pub the minions get)

@@ -429,7 +429,147 @@ def test_master_keypair_failing_on_master_pub_leaves_the_old_pair(states, tmp_pa
     assert again.result is True and set(again.changes) == {"master.pem", "master.pub"}
 
 
+# --- master pubkey signing: ha.master_signing, ha.minion_failover verify_master_pubkey_sign ---
+
+
+@pytest.fixture(scope="module")
+def signing_pairs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("signing-pairs")
+    pairs = {}
+    for name in ("old", "new"):
+        pem, pub = lablib.make_keypair(root / name, "master_sign")
+        pairs[name] = (pem.read_text(), pub.read_text())
+    return pairs
+
+
+@pytest.fixture
+def minion_pki(loaders, tmp_path):
+    """The loader minion's pki dir, in tmp_path for one test."""
+    folder = tmp_path / "minion-pki"
+    folder.mkdir()
+    saved = loaders.opts.get("pki_dir")
+    loaders.opts["pki_dir"] = str(folder)
+    yield folder
+    loaders.opts["pki_dir"] = saved
+
+
+def test_master_signing_predicts_writes_the_pair_and_the_dropin_then_reports_no_changes(
+    states, config_dir, tmp_path, keypairs, signing_pairs, testmode
+):
+    pki_dir = pki_dir_3008(tmp_path / "pki", keypairs["old"])
+    pem, pub = signing_pairs["new"]
+    fingerprint = ha_keys.fingerprint(pub)
+    ret = states.ha.master_signing(name=str(pki_dir), private_key=pem, test=testmode)
+    assert ret.changes == {
+        "master_sign.pem": {"old": None, "new": fingerprint, "path": str(pki_dir / "master_sign.pem")},
+        "master_sign.pub": {"old": None, "new": fingerprint, "path": str(pki_dir / "master_sign.pub")},
+        "master_sign_pubkey": {"old": None, "new": True},
+    }
+    assert_no_key_material(ret, pem)
+    if testmode:
+        assert ret.result is None and "would be changed" in ret.comment
+        assert not (pki_dir / "master_sign.pem").exists() and listing(config_dir / "master.d") == []
+        return
+    assert ret.result is True and "signs its public key with this pair after a restart" in ret.comment
+    assert yaml.safe_load((config_dir / "master.d" / "ha-signing.conf").read_text()) == {"master_sign_pubkey": True}
+    assert stat.S_IMODE((pki_dir / "master_sign.pem").stat().st_mode) == 0o400
+    assert ha_keys.fingerprint_file(pki_dir / "master_sign.pub") == fingerprint
+    assert ha_keys.fingerprint_file(pki_dir / "master.pub") == ha_keys.fingerprint(keypairs["old"][1])  # untouched
+    again = states.ha.master_signing(name=str(pki_dir), private_key=pem, public_key=pub)
+    assert (again.result, again.changes) == (True, {})
+
+
+def test_master_signing_is_refused_while_another_master_file_turns_signing_off(
+    states, config_dir, tmp_path, signing_pairs
+):
+    pki_dir = tmp_path / "pki"
+    pki_dir.mkdir()
+    (config_dir / "master").write_text("master_sign_pubkey: False\n")
+    ret = states.ha.master_signing(name=str(pki_dir), private_key=signing_pairs["new"][0])
+    assert ret.result is False and ret.changes == {}
+    assert f"{str(config_dir / 'master')!r} sets master_sign_pubkey: False: remove it there" in ret.comment
+    assert listing(pki_dir) == [] and listing(config_dir / "master.d") == []
+
+
+def test_master_signing_failing_on_the_dropin_leaves_the_old_pair(
+    states, config_dir, tmp_path, signing_pairs, monkeypatch
+):
+    """The last of the three writes fails: the old signing pair is back, no drop-in, result False."""
+    pki_dir = tmp_path / "pki"
+    pki_dir.mkdir()
+    old_pem, old_pub = signing_pairs["old"]
+    (pki_dir / "master_sign.pem").write_text(old_pem)
+    (pki_dir / "master_sign.pem").chmod(0o400)
+    (pki_dir / "master_sign.pub").write_text(old_pub)
+    before = {path.name: path.read_bytes() for path in pki_dir.iterdir()}
+    dropin = config_dir / "master.d" / "ha-signing.conf"
+    monkeypatch.setattr(os, "replace", failing_replace_for(dropin, OSError(28, "No space left on device")))
+    ret = states.ha.master_signing(name=str(pki_dir), private_key=signing_pairs["new"][0])
+    monkeypatch.undo()
+    assert ret.result is False and ret.changes == {}
+    assert f"cannot write {str(dropin)!r}" in ret.comment and "rolled back" in ret.comment
+    assert_no_key_material(ret, signing_pairs["new"][0], old_pem)
+    assert {path.name: path.read_bytes() for path in pki_dir.iterdir()} == before
+    assert listing(config_dir / "master.d") == []
+
+
+def test_minion_failover_with_signing_writes_the_option_and_master_sign_pub(
+    states, config_dir, minion_pki, signing_pairs, testmode
+):
+    pub = signing_pairs["new"][1]
+    dropin = config_dir / "minion.d" / "ha-failover.conf"
+    ret = states.ha.minion_failover(
+        name="ha-failover.conf", masters=MASTERS, verify_master_pubkey_sign=True, master_sign_pub=pub, test=testmode
+    )
+    assert ret.changes["verify_master_pubkey_sign"] == {"old": None, "new": True}
+    assert ret.changes["master_sign.pub"] == {
+        "old": None, "new": ha_keys.fingerprint(pub), "path": str(minion_pki / "master_sign.pub"),
+    }
+    if testmode:
+        assert ret.result is None and listing(minion_pki) == [] and not dropin.exists()
+        return
+    assert ret.result is True, ret.comment
+    assert yaml.safe_load(dropin.read_text())["verify_master_pubkey_sign"] is True
+    assert (minion_pki / "master_sign.pub").read_text() == pub
+    again = states.ha.minion_failover(
+        name="ha-failover.conf", masters=MASTERS, verify_master_pubkey_sign=True, master_sign_pub=pub
+    )
+    assert (again.result, again.changes) == (True, {})
+
+
+def test_minion_failover_refuses_a_private_key_as_master_sign_pub_without_showing_it(
+    states, config_dir, minion_pki, signing_pairs
+):
+    pem = signing_pairs["new"][0]
+    ret = states.ha.minion_failover(
+        name="ha-failover.conf", masters=MASTERS, verify_master_pubkey_sign=True, master_sign_pub=pem
+    )
+    assert ret.result is False and "master_sign_pub: public key item holds a PRIVATE KEY block" in ret.comment
+    assert "-----BEGIN" not in repr(ret.raw)
+    assert not any(line in repr(ret.raw) for line in pem.splitlines()[1:-1])
+    assert listing(minion_pki) == [] and listing(config_dir / "minion.d") == []
+
+
+def test_lint_of_the_running_minion_reports_its_key_model(modules, loaders, signing_pairs):
+    """The daemon's pki dir (from its config file, as ha.lint reads it): the model, then HA602, then the key."""
+    (model,) = [f for f in modules.ha.lint() if f["id"].startswith("HA6")]
+    assert model["id"] == "HA601" and model["key_model"]["model"] == "shared master key"
+    path = pathlib.Path(model["key_model"]["master_sign_pub"])
+    assert path.parent == pathlib.Path(loaders.opts["pki_dir"]) and not path.exists()
+    loaders.opts["verify_master_pubkey_sign"] = True
+    try:
+        assert [f["id"] for f in modules.ha.lint() if f["id"].startswith("HA6")] == ["HA602", "HA601"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(signing_pairs["new"][1])
+        (model,) = [f for f in modules.ha.lint() if f["id"].startswith("HA6")]
+        assert model["key_model"]["model"] == "signing"
+        assert model["key_model"]["master_sign_pub_fingerprint"] == ha_keys.fingerprint(signing_pairs["new"][1])
+    finally:
+        loaders.opts.pop("verify_master_pubkey_sign")
+        path.unlink(missing_ok=True)
+
+
 def test_state_docs_have_cli_examples(modules):
     docs = modules.sys.state_doc("ha")
-    for function in ("ha.minion_failover", "ha.master_config", "ha.master_keypair"):
+    for function in ("ha.minion_failover", "ha.master_config", "ha.master_keypair", "ha.master_signing"):
         assert "CLI Example:" in docs[function], function

@@ -15,15 +15,17 @@ import ha_failover_time
 import ha_lint
 import ha_lint_context
 import ha_lint_findings
+import ha_lint_keys
 import ha_lint_masters
 import ha_lint_network
 import ha_lint_options
 import ha_lint_returns
 import ha_lint_timing
 import ha_minion_config
+from tests.unit import test_lint_keys
 
 README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
-RULE_MODULES = (ha_lint_masters, ha_lint_timing, ha_lint_network, ha_lint_options, ha_lint_returns)
+RULE_MODULES = (ha_lint_masters, ha_lint_timing, ha_lint_network, ha_lint_options, ha_lint_returns, ha_lint_keys)
 
 M1 = "master1.example.com"
 M2 = "master2.example.com"
@@ -198,15 +200,16 @@ def test_written_keys_limit_the_unknown_option_rule():
     assert matching(findings, "warning", "frobnicate")
 
 
-def test_running_minion_opts_use_master_list_and_skip_typo_rule_without_written_keys():
+def test_running_minion_opts_use_master_list_and_skip_typo_rule_without_written_keys(tmp_path):
     opts = dict(salt.config.DEFAULT_MINION_OPTS)
     opts.update(GOOD)
     opts.update({"__role": "minion", "master": M2, "master_list": [M1, M2], "local_masters": [M2, M1]})
     opts.update({"master_uri": "tcp://127.10.0.2:4506", "master_ip": "127.10.0.2", "conf_file": "/x"})
-    assert [f["id"] for f in lint(opts)] == ["HA501", "HA901"]  # the master list is linted (failover)
+    opts["pki_dir"] = str(tmp_path)
+    assert [f["id"] for f in lint(opts)] == ["HA501", "HA601", "HA901"]  # the master list is linted (failover)
     opts["engines"] = [{"ha_returns": {}}]
-    assert [f["severity"] for f in lint(opts)] == ["info"]
-    assert [f["severity"] for f in lint(opts, written_keys=list(GOOD))] == ["info"]
+    assert [f["id"] for f in lint(opts)] == ["HA601", "HA901"]
+    assert [f["id"] for f in lint(opts, written_keys=list(GOOD))] == ["HA601", "HA901"]
 
 
 def test_resolver_gets_names_only_and_is_optional():
@@ -390,8 +393,11 @@ def readme_ids():
 def test_every_finding_id_is_in_the_readme_table_and_every_readme_id_in_the_code():
     listed = readme_ids()
     assert len(listed) == len(set(listed)), "an id is listed twice in the README"
-    assert set(listed) == set(ha_lint_findings.FINDING_TITLES)
-    assert listed == sorted(listed)
+    assert set(listed) == set(ha_lint_findings.ALL_FINDING_TITLES)
+    # Two tables: the minion's (HA101-HA901) and the master runner's (HA7xx), each sorted.
+    minion = [finding_id for finding_id in listed if finding_id in ha_lint_findings.FINDING_TITLES]
+    master = [finding_id for finding_id in listed if finding_id in ha_lint_findings.MASTER_FINDING_TITLES]
+    assert minion == sorted(minion) and master == sorted(master)
 
 
 def test_every_rule_is_run_and_declares_its_ids_once():
@@ -431,19 +437,20 @@ CONFIG_PROBLEMS = tuple(
 )
 
 
-def lint_corpus():
-    """Contexts that between them make every rule speak (and stay quiet)."""
+def lint_corpus(folder):
+    """Contexts that between them make every rule speak (and stay quiet); ``folder``: for pki dirs."""
     changes = [case[1] for case in RULE_CASES] + [case[1] for case in QUIET_CASES]
     changes += [{"loop_interval": 2, "beacons": {"ha": [{"interval": 2}]}}, {}]
     changes += [case[1] for case in RETURNS_CASES]
     contexts = [ha_lint_context.build_context(config(**change), None, fake_resolver) for change in changes]
     contexts += [ha_lint_context.build_context({**config(**case[1]), **RUNNING}) for case in RETURNS_CASES]
+    contexts += test_lint_keys.key_contexts(folder)
     return contexts + [ha_lint_context.build_context(dict(GOOD), None, None, CONFIG_PROBLEMS)]
 
 
-def test_each_rule_returns_only_the_ids_it_declares_and_every_id_is_reachable():
+def test_each_rule_returns_only_the_ids_it_declares_and_every_id_is_reachable(tmp_path):
     produced = set()
-    for ctx in lint_corpus():
+    for ctx in lint_corpus(tmp_path):
         for rule in ha_lint.RULES:
             ids = {item["id"] for item in rule(ctx)}
             assert ids <= set(rule.finding_ids), (rule.__name__, ids)

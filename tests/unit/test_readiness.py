@@ -1,19 +1,44 @@
 """Readiness: the reasons a minion would not fail over, each with its fix."""
 
+import ha_key_model
 import ha_readiness
 from tests.unit.test_drift import inventory
 
 
-def test_master_key_problem_unless_shared_or_signed():
+def test_masters_key_problems_unless_shared_or_signed():
     same = {"a": inventory("a"), "b": inventory("b")}
-    assert ha_readiness.master_key_problem(same) is None
+    assert ha_key_model.master_key_model(same)["problems"] == []
     differ = {"a": inventory("a"), "b": inventory("b", master_pub_fingerprint="bb")}
-    assert "different master.pub" in ha_readiness.master_key_problem(differ)["reason"]
+    (problem,) = ha_key_model.master_key_model(differ)["problems"]
+    assert "different master.pub" in problem["reason"] and "a aa, b bb" in problem["reason"]
+    assert "ha.master_keypair" in problem["fix"] and "ha.master_signing" in problem["fix"]
     signed = {
         name: inventory(name, master_pub_fingerprint=name, master_sign_pubkey=True, master_sign_pub_fingerprint="s")
         for name in "ab"
     }
-    assert ha_readiness.master_key_problem(signed) is None
+    assert ha_key_model.master_key_model(signed)["problems"] == []
+
+
+def test_every_minion_carries_the_masters_key_problems_and_its_own():
+    differ = {"a": inventory("a"), "b": inventory("b", master_pub_fingerprint="bb")}
+    model = ha_key_model.master_key_model(differ)
+    reasons = ha_readiness.minion_readiness("web1", differ, "a", [], model["problems"], model)
+    assert reasons == model["problems"]
+    signed = {
+        name: inventory(name, master_pub_fingerprint=name, master_sign_pubkey=True, master_sign_pub_fingerprint="s")
+        for name in "ab"
+    }
+    model = ha_key_model.master_key_model(signed)
+    not_verifying = [{"id": "HA601", "severity": "info", "key_model": {"model": "shared master key", "verify": False}}]
+    (reason,) = ha_readiness.minion_readiness("web1", signed, "a", not_verifying, model["problems"], model)
+    assert "does not verify" in reason["reason"] and "verify_master_pubkey_sign: True" in reason["fix"]
+    verifying = [{"id": "HA601", "severity": "info", "key_model": {"verify": True, "master_sign_pub_fingerprint": "s"}}]
+    assert ha_readiness.minion_readiness("web1", signed, "a", verifying, model["problems"], model) == []
+    other_key = [{"id": "HA601", "severity": "info", "key_model": {"verify": True, "master_sign_pub_fingerprint": "x"}}]
+    (reason,) = ha_readiness.minion_readiness("web1", signed, "a", other_key, model["problems"], model)
+    assert "master_sign.pub (x) is not the masters' signing key (s)" in reason["reason"]
+    # a minion whose ha.lint predates the key model: nothing to compare
+    assert ha_readiness.minion_readiness("web1", signed, "a", [], model["problems"], model) == []
 
 
 def test_minion_readiness_reasons_and_fixes():

@@ -1,4 +1,5 @@
-{#- Shared master settings and key pair from pillar ha:master (examples/pillar/ha.sls).
+{#- Shared master settings and key pair (or signing key pair) from pillar ha:master
+    (examples/pillar/ha.sls).
     The salt-master reads both when it starts: restart it afterwards, e.g.
     cmd.run 'salt-call --local service.restart salt-master' with bg: True and
     onchanges on these states. #}
@@ -17,4 +18,14 @@ ha-master-keypair:
 {%- if ha.get('public_key') %}
     - public_key: {{ ha.public_key | json }}
 {%- endif %}
+{%- endif %}
+{%- if ha.get('signing', {}).get('private_key') %}
+ha-master-signing:
+  ha.master_signing:
+    - name: {{ ha.get('pki_dir', '/etc/salt/pki/master') | json }}
+    - private_key: {{ ha.signing.private_key | json }}
+{%- if ha.signing.get('public_key') %}
+    - public_key: {{ ha.signing.public_key | json }}
+{%- endif %}
+    - config: {{ ha.signing.get('config_file', 'ha-signing.conf') | json }}
 {%- endif %}

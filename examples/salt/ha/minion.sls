@@ -14,4 +14,8 @@ ha-minion-failover:
 {%- for port in ('master_port', 'publish_port') if port in ha %}
     - {{ port }}: {{ ha[port] | json }}
 {%- endfor %}
+{%- if ha.get('verify_master_pubkey_sign') %}
+    - verify_master_pubkey_sign: True
+    - master_sign_pub: {{ ha.get('master_sign_pub') | json }}
+{%- endif %}
 {%- endif %}
