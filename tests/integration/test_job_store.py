@@ -9,7 +9,6 @@ minion ``[A, B]``. Without PostgreSQL here the module is skipped, loudly.
 """
 
 import json
-import re
 import secrets
 import time
 
@@ -19,12 +18,12 @@ import salt.config
 import ha_drift
 from tests.support import lab as lablib
 from tests.support import postgres
+from tests.support import returns_lab as rlab
 
 pytestmark = pytest.mark.integration
 
 PREFIX = postgres.RECIPE_PREFIX
 MINION = "ha-jobstore-minion"
-JID = re.compile(r"job ID: (\d{20})")
 
 
 @pytest.fixture(scope="module")
@@ -51,25 +50,11 @@ def store_lab(salt_factories, tmp_path, pg_server):
         yield lab
 
 
-def salt_run(master, *args):
-    ret = master.salt_run_cli(timeout=60).run(*args)
-    assert ret.returncode == 0, ret.stderr[-3000:] + ret.stdout[-3000:]
-    return ret.data
-
-
-def publish_async(master, *args):
-    """Publish a job to the minion through ``master`` without waiting; its jid."""
-    ret = master.salt_cli(timeout=60).run("--async", *args, minion_tgt=MINION)
-    found = JID.search(ret.stdout)
-    assert ret.returncode == 0 and found, ret.stderr[-3000:] + ret.stdout[-3000:]
-    return found.group(1)
-
-
 def wait_for_return(master, jid, seconds=30):
     """Bounded: ``jobs.lookup_jid`` on ``master`` until the minion's result is there."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        found = salt_run(master, "jobs.lookup_jid", jid)
+        found = rlab.salt_run(master, "jobs.lookup_jid", jid)
         if found and MINION in found:
             return found
         time.sleep(0.5)
@@ -79,16 +64,16 @@ def wait_for_return(master, jid, seconds=30):
 def test_a_job_published_through_a_is_found_on_b_after_a_dies(store_lab, pg_server):
     a, b = store_lab.masters["a"], store_lab.masters["b"]
     marker = f"job-store-{secrets.token_hex(4)}"
-    jid = publish_async(a, "test.arg", marker)
+    jid = rlab.publish_async(a, [MINION], "test.arg", marker)
     on_a = wait_for_return(a, jid)
     assert on_a[MINION]["args"] == [marker]
     assert pg_server.query("SELECT id FROM salt_returns WHERE jid = %s", (jid,)) == [(MINION,)]
-    job_on_a = salt_run(a, "jobs.list_job", jid)
+    job_on_a = rlab.salt_run(a, "jobs.list_job", jid)
 
     lablib.kill(a)
 
-    assert salt_run(b, "jobs.lookup_jid", jid) == on_a
-    job = salt_run(b, "jobs.list_job", jid)
+    assert rlab.salt_run(b, "jobs.lookup_jid", jid) == on_a
+    job = rlab.salt_run(b, "jobs.list_job", jid)
     assert job == job_on_a
     assert job["Function"] == "test.arg"
     assert job["Result"][MINION]["return"]["args"] == [marker]
@@ -98,7 +83,7 @@ def test_a_job_published_through_a_is_found_on_b_after_a_dies(store_lab, pg_serv
     # arguments, on A as on B. When this fails, Salt fixed it: update the README.
     assert (job["Target"], job["Arguments"]) == ("unknown-target", [])
     # The control: what B shows from its own local_cache (Salt's default job store).
-    assert salt_run(b, "jobs.lookup_jid", jid, "ext_source=local_cache") == {}
+    assert rlab.salt_run(b, "jobs.lookup_jid", jid, "ext_source=local_cache") == {}
 
 
 def test_masters_on_the_recipe_show_no_job_store_drift_and_no_password(salt_factories, tmp_path, pg_server):

@@ -13,7 +13,6 @@ A runs last; each test also runs alone.
 """
 
 import pathlib
-import re
 import secrets
 import time
 
@@ -22,11 +21,11 @@ import salt.utils.jid
 
 from tests.support import api_lab
 from tests.support import lab as lablib
+from tests.support import returns_lab as rlab
 
 pytestmark = pytest.mark.integration
 
 MINION = "ha-jobs-minion"
-JID = re.compile(r"job ID: (\d{20})")
 PEER_FUNCTIONS = ["ha.local_inventory", "ha.receive_keys", "ha.local_jobs"]
 
 
@@ -49,20 +48,6 @@ def jobs_lab(salt_factories, tmp_path_factory):
         yield lab
 
 
-def salt_run(master, *args, timeout=120):
-    ret = master.salt_run_cli(timeout=timeout).run(*args)
-    assert ret.returncode == 0, ret.stderr[-3000:] + ret.stdout[-3000:]
-    return ret.data
-
-
-def publish_async(master, *args):
-    """Publish a job to the minion through ``master`` without waiting; its jid."""
-    ret = master.salt_cli(timeout=60).run("--async", *args, minion_tgt=MINION)
-    found = JID.search(ret.stdout)
-    assert ret.returncode == 0 and found, ret.stderr[-3000:] + ret.stdout[-3000:]
-    return found.group(1)
-
-
 def stored_return(master, jid):
     """The file Salt's local_cache writes when ``master`` stores the minion's return of ``jid``."""
     jobs = pathlib.Path(master.config["cachedir"]) / "jobs"
@@ -81,10 +66,10 @@ def wait_for(condition, seconds, what):
 def test_where_is_my_job_answered_from_another_master(jobs_lab):
     a, b, c = (jobs_lab.masters[name] for name in "abc")
     marker = f"ha-jobs-{secrets.token_hex(4)}"
-    jid = publish_async(a, "test.echo", marker)
+    jid = rlab.publish_async(a, [MINION], "test.echo", marker)
     wait_for(stored_return(a, jid).is_file, 30, f"the return of {jid} stored on A")
 
-    report = salt_run(b, "ha.jobs", f"jid={jid}")
+    report = rlab.salt_run(b, "ha.jobs", f"jid={jid}")
     assert {name: entry["answered"] for name, entry in report["masters"].items()} == {a.id: True, b.id: True, c.id: True}
     job = report["jobs"][jid]
     assert job["published_by"] == [a.id]
@@ -93,7 +78,7 @@ def test_where_is_my_job_answered_from_another_master(jobs_lab):
     assert job["missing"] == [] and job["note"] is None and job["replayed"] == []
     assert report["findings"] == []
 
-    listing = salt_run(c, "ha.jobs", "hours=1")  # through c's own view and its TLS peer calls
+    listing = rlab.salt_run(c, "ha.jobs", "hours=1")  # through c's own view and its TLS peer calls
     assert listing["jobs"][jid]["published_by"] == [a.id]
     assert listing["jobs"][jid]["minions"] == {MINION: {"masters": [a.id], "success": True, "retcode": 0}}
     assert not [name for name in listing["jobs"] if listing["jobs"][name]["fun"].startswith("runner.")]
@@ -103,7 +88,7 @@ def test_a_return_that_lands_on_b_after_a_is_killed(jobs_lab):
     a, b, c = (jobs_lab.masters[name] for name in "abc")
     minion = jobs_lab.minions[MINION]
     running = pathlib.Path(minion.config["cachedir"]) / "proc"
-    jid = publish_async(a, "test.sleep", "6")
+    jid = rlab.publish_async(a, [MINION], "test.sleep", "6")
     wait_for(lambda: (running / jid).is_file(), 20, f"job {jid} running on the minion")
     lablib.kill(a)  # host A is gone: its master and its salt-api
     lablib.kill(jobs_lab.apis["a"])
@@ -111,7 +96,7 @@ def test_a_return_that_lands_on_b_after_a_is_killed(jobs_lab):
     assert not stored_return(a, jid).exists()
 
     started = time.monotonic()
-    report = salt_run(c, "ha.jobs", f"jid={jid}")
+    report = rlab.salt_run(c, "ha.jobs", f"jid={jid}")
     elapsed = time.monotonic() - started
     assert report["masters"][a.id]["answered"] is False and "unreachable" in report["masters"][a.id]["error"]
     assert report["masters"][b.id]["answered"] is True and report["masters"][c.id]["answered"] is True
@@ -124,5 +109,5 @@ def test_a_return_that_lands_on_b_after_a_is_killed(jobs_lab):
     assert elapsed < 30, elapsed
 
     # B's own view: a job it never published, read although Salt's get_load fails on it
-    local = salt_run(b, "ha.local_jobs", f"jid={jid}")["jobs"][jid]
+    local = rlab.salt_run(b, "ha.local_jobs", f"jid={jid}")["jobs"][jid]
     assert local["published_here"] is False and local["returns"][MINION]["return"] is True

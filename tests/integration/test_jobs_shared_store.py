@@ -12,7 +12,6 @@ store) and ``ha.jobs jid=`` both show it.
 """
 
 import contextlib
-import re
 import secrets
 import time
 
@@ -26,7 +25,6 @@ from tests.support import returns_lab as rlab
 pytestmark = pytest.mark.integration
 
 MINION = "ha-jobs-shared-minion"
-JID = re.compile(r"job ID: (\d{20})")
 PEER_FUNCTIONS = ["ha.local_inventory", "ha.receive_keys", "ha.local_jobs"]
 
 
@@ -61,25 +59,16 @@ def shared_lab(salt_factories, tmp_path_factory, pg_server):
         yield lab
 
 
-def salt_run(master, *args, timeout=120):
-    ret = master.salt_run_cli(timeout=timeout).run(*args)
-    assert ret.returncode == 0, ret.stderr[-3000:] + ret.stdout[-3000:]
-    return ret.data
-
-
 def test_one_return_in_a_shared_store_is_shown_once_with_both_masters(shared_lab, pg_server):
     a, b = shared_lab.masters["a"], shared_lab.masters["b"]
     marker = f"shared-{secrets.token_hex(4)}"
-    ret = a.salt_cli(timeout=60).run("--async", "test.echo", marker, minion_tgt=MINION)
-    found = JID.search(ret.stdout)
-    assert ret.returncode == 0 and found, ret.stderr[-3000:] + ret.stdout[-3000:]
-    jid = found.group(1)
+    jid = rlab.publish_async(a, [MINION], "test.echo", marker)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not pg_server.query("SELECT id FROM salt_returns WHERE jid = %s", (jid,)):
         time.sleep(0.2)
     assert pg_server.query("SELECT id FROM salt_returns WHERE jid = %s", (jid,)) == [(MINION,)]
 
-    report = salt_run(b, "ha.jobs", f"jid={jid}")
+    report = rlab.salt_run(b, "ha.jobs", f"jid={jid}")
     assert {name: entry["answered"] for name, entry in report["masters"].items()} == {a.id: True, b.id: True}
     assert all(entry["returner"] == "pgjsonb" for entry in report["masters"].values())
     job = report["jobs"][jid]
@@ -93,7 +82,7 @@ def test_one_return_in_a_shared_store_is_shown_once_with_both_masters(shared_lab
     assert "pgjsonb keeps the load of the latest return in place of the publication" in job["note"]
     assert job["fun"] == "test.echo"
 
-    listing = salt_run(a, "ha.jobs", "hours=1")
+    listing = rlab.salt_run(a, "ha.jobs", "hours=1")
     assert list(listing["jobs"]).count(jid) == 1
     assert list(listing["jobs"][jid]["minions"]) == [MINION]
     assert not [entry for entry in listing["jobs"].values() if str(entry["fun"]).startswith("runner.")]
@@ -115,8 +104,8 @@ def _job_across_a_fault(lab, event_listener, victim_name, survivor_name, fault):
         [event] = seen[(jid, MINION)]
         assert event.data["ha_replay"]["from"] == victim.config["interface"]
 
-        assert salt_run(survivor, "jobs.lookup_jid", jid) == {MINION: True}
-        report = salt_run(survivor, "ha.jobs", f"jid={jid}")
+        assert rlab.salt_run(survivor, "jobs.lookup_jid", jid) == {MINION: True}
+        report = rlab.salt_run(survivor, "ha.jobs", f"jid={jid}")
         assert report["masters"][victim.id]["answered"] is False  # its salt-api is up, its master is not
         job = report["jobs"][jid]
         assert job["fun"] == "test.sleep"

@@ -22,11 +22,19 @@ def engine_overrides(**options):
 
 def publish_async(master, minion_ids, fun, *args):
     """Publish ``fun`` to the minions through ``master`` without waiting; the jid."""
-    cli = master.salt_cli(timeout=30)
-    ret = cli.run("--async", "-L", fun, *map(str, args), minion_tgt=",".join(minion_ids))
+    cli = master.salt_cli(timeout=60)
+    targeting = ["-L"] if len(minion_ids) > 1 else []  # one minion: a plain glob target, as an operator types it
+    ret = cli.run("--async", *targeting, fun, *map(str, args), minion_tgt=",".join(minion_ids))
     found = JID.search(ret.stdout or "")
     assert found, f"no jid in the output of an async publish: {ret.stdout!r} {ret.stderr[-500:]!r}"
     return found.group(1)
+
+
+def salt_run(master, *args, timeout=120):
+    """``salt-run`` on ``master``; its parsed return (the run must succeed)."""
+    ret = master.salt_run_cli(timeout=timeout).run(*args)
+    assert ret.returncode == 0, ret.stderr[-3000:] + ret.stdout[-3000:]
+    return ret.data
 
 
 def ret_tag(jid, minion_id):
