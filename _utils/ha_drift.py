@@ -184,11 +184,21 @@ def salt_ha_version():
 
 
 def master_pub_fingerprints(opts):
-    """``(master.pub fingerprint, master_sign.pub fingerprint or None)`` of this master."""
+    """
+    ``(fingerprint of the master key minions get, master_sign.pub fingerprint or
+    None)`` of this master. That key is ``master.pub``, or on a master of Salt's
+    cluster (``cluster_id``) the cluster's shared ``cluster_pki_dir/cluster.pub``
+    (Salt 3008's ``MasterKeys.get_pub_str``): cluster masters keep their own
+    ``master.pem`` and are no drift for it.
+    """
     pki_dir = opts["pki_dir"]
     sign_name = opts.get("master_sign_key_name") or "master_sign"
+    if opts.get("cluster_id"):
+        served = os.path.join(opts.get("cluster_pki_dir") or pki_dir, "cluster.pub")
+    else:
+        served = os.path.join(pki_dir, "master.pub")
     return (
-        ha_keys.fingerprint_file(os.path.join(pki_dir, "master.pub")),
+        ha_keys.fingerprint_file(served),
         ha_keys.fingerprint_file(os.path.join(pki_dir, f"{sign_name}.pub")),
     )
 

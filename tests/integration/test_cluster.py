@@ -98,6 +98,18 @@ def test_keys_are_read_from_cluster_pki_dir(cluster):
     assert ret.data["key_store"]["option"] == "cluster_pki_dir"
 
 
+def test_both_masters_serve_the_one_cluster_key(cluster):
+    """Their master.pem differ, but minions get cluster.pub from both: no master key drift."""
+    a, b, _, _ = cluster
+    served = [
+        master.salt_run_cli(timeout=60).run("ha.local_inventory", "keys=False", "trees=False").data["master_pub_fingerprint"]
+        for master in (a, b)
+    ]
+    own = [(pathlib.Path(master.config["pki_dir"]) / "master.pub").read_text() for master in (a, b)]
+    assert own[0] != own[1]
+    assert served[0] == served[1] is not None
+
+
 def test_a_frozen_cluster_master_passes_a_tcp_check_and_answers_nothing(cluster):
     a, _, _, _ = cluster
     endpoint = ha_endpoints.endpoint_for(

@@ -241,3 +241,29 @@ def test_the_recipe_on_two_masters_drifts_by_server_and_never_shows_a_password()
     assert inventories["a"]["job_store"]["returner.pgjsonb.pass"] == ha_drift.MASK
     shown = json.dumps([inventories, ha_drift.compare_inventories(inventories)])
     assert SECRET not in shown and "CHANGE-ME" not in shown
+
+
+def test_a_cluster_master_is_compared_on_the_cluster_key_minions_get(tmp_path):
+    """Salt 3008 serves cluster_pki_dir/cluster.pub to the minions of a cluster, not master.pub."""
+    import ha_keys
+
+    own, shared = tmp_path / "pki", tmp_path / "cluster"
+    own.mkdir()
+    shared.mkdir()
+    (own / "master.pub").write_text(_public_pem())
+    (shared / "cluster.pub").write_text(_public_pem())
+    opts = {"pki_dir": str(own), "cluster_id": "ha", "cluster_pki_dir": str(shared)}
+    served, _sign = ha_drift.master_pub_fingerprints(opts)
+    assert served == ha_keys.fingerprint_file(str(shared / "cluster.pub"))
+    assert served != ha_keys.fingerprint_file(str(own / "master.pub"))
+    assert ha_drift.master_pub_fingerprints({"pki_dir": str(own)})[0] == ha_keys.fingerprint_file(str(own / "master.pub"))
+
+
+def _public_pem():
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
