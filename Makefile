@@ -44,6 +44,7 @@ bench: venv
 	$(PY) bench/beacon.py
 	$(PY) bench/sync_keys.py
 	$(PY) bench/returns.py
+	$(PY) bench/storm.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .demo

@@ -368,7 +368,10 @@ def lint(config=None, peers=True, timeout=2):
     ``cluster_secret``, ``id``, ``interface``, the shared or isolated filesystem,
     the balancer in front), the job store, the request workers, salt-ha's
     ``ha:peers``, and with ``peers`` what every peer answers (its Salt version and
-    cluster). The same shape as the minion's ``ha.lint``; ids HA7xx.
+    cluster). The same shape as the minion's ``ha.lint``; ids HA7xx. For this
+    master (no ``config``), also whether it can answer the sign-ins of all its
+    accepted minions at once when another master dies (HA811, HA812: a failover
+    storm).
 
     config
         A master config file to lint instead of this master's (its ``master.d``
@@ -401,4 +404,6 @@ def lint(config=None, peers=True, timeout=2):
         usable = ha_master_lint_peers.usable_peers(opts, lambda uri: salt.utils.sdb.sdb_get(uri, opts))
         answers = ha_master_lint_peers.ask_peers(usable, _progress())
     resolver = lambda hosts: ha_probe.resolve_many(hosts, timeout)  # noqa: E731
-    return ha_master_lint.lint_master(dict(opts), written, resolver=resolver, peers=answers)
+    # This master's accepted minions may all sign in here at once when another master dies.
+    accepted = None if config is not None else len(ha_keystore.KeyStore(__opts__).keys()["accepted"])
+    return ha_master_lint.lint_master(dict(opts), written, resolver=resolver, peers=answers, minion_count=accepted)

@@ -9,9 +9,11 @@ A finding is ``{"id", "severity": "error"|"warning"|"info", "option", "message",
 ``master_type``, HA2xx detection, failback and sign-in timing, HA3xx DNS and
 transport, HA4xx unknown options, value types and config files, HA5xx job returns
 across a failover (the ``ha_returns`` engine), HA6xx the master keys the minion
-accepts (one shared master key or master pubkey signing), HA9xx the failover time
+accepts (one shared master key or master pubkey signing), HA80x failover storms
+(many minions signing in to one survivor at once), HA9xx the failover time
 estimate. The master's own rules (the runner's ``ha.lint``) use HA7xx, declared in
-:data:`MASTER_FINDING_TITLES`.
+:data:`MASTER_FINDING_TITLES`; the master's storm rules (``ha_storm.storm_findings``)
+HA81x, declared in :data:`STORM_FINDING_TITLES`.
 """
 
 import ha_text
@@ -68,6 +70,10 @@ FINDING_TITLES = {
     "HA604": "master_finger pins one master key while signing lets the keys differ",
     "HA605": "a signing public key without verify_master_pubkey_sign",
     "HA606": "always_verify_signature without verify_master_pubkey_sign",
+    # HA80x: failover storms, the minion's side (ha_lint_timing, values from ha_storm)
+    "HA801": "acceptance_wait_time above 2 s: a long retry cycle in a failover storm",
+    "HA802": "auth_timeout below 10 s: a busy survivor's answers come too late in a failover storm",
+    "HA803": "master_tries above 0: the minion gives up and exits when a storm makes its rounds fail",
     # HA9xx: the estimate (ha_failover_time)
     "HA901": "the estimated worst-case failover time",
 }
@@ -117,8 +123,15 @@ MASTER_FINDING_TITLES = {
     "HA762": "a peer did not answer: not compared",
 }
 
+# The master's side of failover storms (ha_storm.storm_findings, called by the
+# runner's ha.lint with the number of minions that may sign in at once).
+STORM_FINDING_TITLES = {
+    "HA811": "too few MWorkers answer _auth for the minions that may sign in at once",
+    "HA812": "the master's CPUs cannot answer the minions that may sign in at once within auth_timeout",
+}
+
 # Every declared id, minion and master side: what produces and lint_finding accept.
-ALL_FINDING_TITLES = {**FINDING_TITLES, **MASTER_FINDING_TITLES}
+ALL_FINDING_TITLES = {**FINDING_TITLES, **MASTER_FINDING_TITLES, **STORM_FINDING_TITLES}
 
 
 def produces(*finding_ids):

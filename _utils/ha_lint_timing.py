@@ -7,6 +7,7 @@ Each rule takes a :class:`ha_lint_context.LintContext` and returns a list of fin
 with the ids it declares (:func:`ha_lint_findings.produces`).
 """
 
+import ha_storm
 import ha_text
 import ha_watch
 from ha_lint_findings import as_number, fmt_seconds, lint_finding, produces
@@ -104,9 +105,17 @@ def check_failback(ctx):
     return [lint_finding(finding_id, severity, "master_failback", f"{values}: {why}", fix)]
 
 
-@produces("HA206", "HA207")
+@produces("HA206", "HA207", "HA801", "HA802", "HA803")
 def check_auth_timeout(ctx):
-    """HA206, HA207: every dead master tried during a failover costs one auth_timeout."""
+    """
+    HA206, HA207: every dead master tried during a failover costs one auth_timeout.
+    HA801-HA803: what the sign-in settings do in a failover storm (:func:`storm_timing`).
+    """
+    return dead_master_timing(ctx) + storm_timing(ctx)
+
+
+def dead_master_timing(ctx):
+    """HA206, HA207 (see :func:`check_auth_timeout`)."""
     timeout = ctx.number("auth_timeout")
     if not ctx.failover or 0 < timeout <= AUTH_TIMEOUT_WARN_SECONDS:
         return []
@@ -122,6 +131,83 @@ def check_auth_timeout(ctx):
             "auth_timeout: 5 (the default)",
         )
     ]
+
+
+STORM_AUTH_TIMEOUT = ha_storm.RECOMMENDED_MINION_OPTIONS["auth_timeout"]
+STORM_ACCEPTANCE_WAIT = ha_storm.RECOMMENDED_MINION_OPTIONS["acceptance_wait_time"]
+STORM_ACCEPTANCE_WAIT_MAX = ha_storm.RECOMMENDED_MINION_OPTIONS["acceptance_wait_time_max"]
+# bench/storm.py, 1,000 simulated minions signing in to one survivor at once (the
+# figures in bench/README.md and the README's "Failover storms").
+STORM_FIGURES = {
+    "stock": "25-56 % of the sign-ins not answered within 5 s, the last minion on after 23.5-27.8 s",
+    "wait": "14.7 s with acceptance_wait_time 2 alone",
+    "timeout": "none unanswered with auth_timeout 10 (the last after 6.1 s; 7.6-9.3 s with both settings)",
+}
+
+
+def storm_timing(ctx):
+    """
+    HA801, HA802, HA803: a failover storm (a master with many minions dies; all of them
+    sign in to the survivor at once; :mod:`ha_storm` has the Salt code). A minion
+    whose sign-in the survivor does not answer within ``auth_timeout`` tries the dead
+    master next (another ``auth_timeout``) and asks the survivor again only
+    ``acceptance_wait_time`` later; after ``master_tries`` such rounds it exits.
+
+    HA801 and HA802 are infos, and only about values the operator wrote: Salt's
+    defaults are fine for a few hundred minions per master, and a minion cannot know
+    how many others share its master (the runner's ``ha.lint`` can: HA811, HA812
+    recommend these settings when the fleet needs them).
+    """
+    if not ctx.failover:
+        return []
+    findings = []
+    wait, timeout = ctx.number("acceptance_wait_time"), ctx.number("auth_timeout")
+    if wait > STORM_ACCEPTANCE_WAIT and storm_judged(ctx, "acceptance_wait_time"):
+        findings.append(
+            lint_finding(
+                "HA801", "info", "acceptance_wait_time",
+                f"acceptance_wait_time is {fmt_seconds(wait)} s: in a failover storm a minion whose "
+                f"sign-in the survivor does not answer within auth_timeout tries the dead master next and "
+                f"asks the survivor again {fmt_seconds(timeout)} + {fmt_seconds(timeout)} + "
+                f"{fmt_seconds(wait)} s after the failure (eval_master sleeps acceptance_wait_time between "
+                f"rounds, without backoff); bench/storm.py, 1,000 minions at once: {STORM_FIGURES['stock']}, "
+                f"{STORM_FIGURES['wait']}",
+                f"acceptance_wait_time: {STORM_ACCEPTANCE_WAIT} and acceptance_wait_time_max: "
+                f"{STORM_ACCEPTANCE_WAIT_MAX} (a minion whose key is pending still backs off)",
+            )
+        )
+    if 0 < timeout < STORM_AUTH_TIMEOUT and storm_judged(ctx, "auth_timeout"):
+        findings.append(
+            lint_finding(
+                "HA802", "info", "auth_timeout",
+                f"auth_timeout is {fmt_seconds(timeout)} s: in a failover storm the survivor must answer "
+                f"every minion's sign-in within that, or the minion goes round the retry cycle "
+                f"({fmt_seconds(timeout)} + {fmt_seconds(timeout)} + {fmt_seconds(wait)} s) while the "
+                f"survivor still answers the abandoned request; bench/storm.py, 1,000 minions at once: "
+                f"{STORM_FIGURES['stock']}, {STORM_FIGURES['timeout']}",
+                f"auth_timeout: {STORM_AUTH_TIMEOUT} (a dead master tried first then costs "
+                f"{STORM_AUTH_TIMEOUT} s: HA901)",
+            )
+        )
+    tries = ctx.number("master_tries")
+    if tries >= 1:
+        findings.append(
+            lint_finding(
+                "HA803", "warning", "master_tries",
+                f"master_tries is {ha_text.printable(ctx.effective_options.get('master_tries'))}: after "
+                f"{fmt_seconds(tries)} round(s) in which no master answered a sign-in within auth_timeout, "
+                "eval_master raises and the salt-minion process exits; a failover storm makes the "
+                "survivor slower than auth_timeout (bench/storm.py: with master_tries 1 a minion "
+                "whose round failed exited and never came back)",
+                "master_tries: -1 (Salt's default on Linux: rounds until a master answers)",
+            )
+        )
+    return findings
+
+
+def storm_judged(ctx, option):
+    """True when a storm info about ``option`` applies: the operator wrote the option."""
+    return option in ctx.written_keys
 
 
 @produces("HA208")

@@ -32,6 +32,7 @@ import ha_master_lint_cluster
 import ha_master_lint_jobs
 import ha_master_lint_peers
 import ha_minion_config
+import ha_storm
 from ha_lint_findings import sort_findings
 
 log = logging.getLogger(__name__)
@@ -118,16 +119,22 @@ def build_context(opts, written=None, resolver=None, peers=None, **overrides):
     )
 
 
-def lint_master(opts, written=None, resolver=None, peers=None, **overrides):
+def lint_master(opts, written=None, resolver=None, peers=None, minion_count=None, **overrides):
     """
     Lint a master's options; findings sorted errors, warnings, infos.
 
     ``opts``: the effective options (``__opts__``, or :func:`options_from_file`);
     ``written``: :func:`read_written_options` (None: unknown, the rules fall back on
-    the effective values); ``resolver``, ``peers``: see :class:`MasterLintContext`.
+    the effective values); ``resolver``, ``peers``: see :class:`MasterLintContext`;
+    ``minion_count``: the minions that may sign in here at once when another master
+    dies (its accepted keys), for the failover-storm rules HA811/HA812
+    (:func:`ha_storm.storm_findings`); None: not checked.
     """
     ctx = build_context(opts, written, resolver, peers, **overrides)
-    findings = sort_findings([item for rule in RULES for item in rule(ctx)])
+    findings = [item for rule in RULES for item in rule(ctx)]
+    if minion_count is not None:
+        findings += ha_storm.storm_findings(opts, minion_count)
+    findings = sort_findings(findings)
     log.debug("ha.lint (master): %d findings", len(findings))
     return findings
 

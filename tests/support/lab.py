@@ -176,7 +176,12 @@ def master_overrides(ip, ports):
 
 
 def minion_failover_overrides(ips, ports, alive_interval=None):
-    """Minion options for ``master: [A, B]`` failover, as ha.lint recommends."""
+    """
+    Minion options for ``master: [A, B]`` failover: what ha.lint asks of the master
+    list, with short sign-in settings that make a test's failures show fast
+    (``master_tries: 1`` exits after one failed round: ha.lint warns about it in
+    production, HA803).
+    """
     publish, ret = ports
     overrides = {
         "master": list(ips),

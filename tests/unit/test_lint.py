@@ -135,6 +135,13 @@ RULE_CASES = [
     ("master_shuffle", {"master_shuffle": True}, "HA210", "warning", "master_shuffle", ["deprecated"], "random_master: True"),
     # HA109: master_uri_format ip_only, names crash prep_ip_port
     ("ip_only with names", {"master_uri_format": "ip_only"}, "HA109", "error", "master_uri_format", [M1, M2], "bare IP addresses"),
+    # HA801-HA803: failover storms (values written by the operator; master_tries always)
+    ("storm acceptance_wait_time", {"acceptance_wait_time": 10}, "HA801", "info", "acceptance_wait_time", ["is 10 s", "5 + 5 + 10 s", "23.5-27.8 s", "14.7 s"], "acceptance_wait_time: 2 and acceptance_wait_time_max: 10"),
+    ("storm acceptance_wait_time 30", {"acceptance_wait_time": 30, "auth_timeout": 10}, "HA801", "info", "acceptance_wait_time", ["10 + 10 + 30 s"], "acceptance_wait_time: 2"),
+    ("storm auth_timeout", {"auth_timeout": 5}, "HA802", "info", "auth_timeout", ["is 5 s", "5 + 5 + 10 s", "6.1 s"], "auth_timeout: 10"),
+    ("storm auth_timeout 2", {"auth_timeout": 2, "acceptance_wait_time": 2}, "HA802", "info", "auth_timeout", ["2 + 2 + 2 s"], "auth_timeout: 10"),
+    ("storm master_tries", {"master_tries": 1}, "HA803", "warning", "master_tries", ["master_tries is 1", "exits"], "master_tries: -1"),
+    ("storm master_tries 3", {"master_tries": 3}, "HA803", "warning", "master_tries", ["after 3 round(s)"], "master_tries: -1"),
 ]
 
 
@@ -164,6 +171,12 @@ QUIET_CASES = [
     ("dunder key", {"__role": "minion"}, "__role"),
     ("ip_only with ips", {"master_uri_format": "ip_only", "master": ["127.10.0.1", "127.10.0.2"]}, "master_uri_format"),
     ("single master str", {"master": M1, "master_type": None}, "master_type"),
+    # HA801-HA803: the recommended storm settings, Salt's defaults unwritten, retrying forever
+    ("storm settings recommended", {"acceptance_wait_time": 2, "acceptance_wait_time_max": 10, "auth_timeout": 10}, "acceptance_wait_time"),
+    ("storm auth_timeout recommended", {"auth_timeout": 10}, "auth_timeout"),
+    ("storm master_tries forever", {"master_tries": -1}, "master_tries"),
+    ("storm master_tries 0 is forever", {"master_tries": 0}, "master_tries"),
+    ("storm settings without failover", {"master": M1, "master_type": None, "master_tries": 1, "acceptance_wait_time": 10}, "master_tries"),
 ]
 
 
@@ -413,6 +426,21 @@ def test_every_rule_is_run_and_declares_its_ids_once():
     assert set(declared) | {"HA901"} == set(ha_lint_findings.FINDING_TITLES)
     for rule in ha_lint.RULES:
         assert all(finding_id in rule.__doc__ for finding_id in rule.finding_ids), rule.__name__
+
+
+def test_storm_infos_judge_only_written_values():
+    """Salt's defaults (acceptance_wait_time 10, auth_timeout 5) unwritten: no HA801/HA802, running or not."""
+    running = {**dict(salt.config.DEFAULT_MINION_OPTS), **GOOD, **RUNNING}
+    assert not [f for f in lint(running) if f["id"] in ("HA801", "HA802")]
+    written = lint(running, written_keys=[*GOOD, "auth_timeout"])
+    assert [f["id"] for f in written if f["id"] in ("HA801", "HA802")] == ["HA802"]
+
+
+def test_storm_values_come_from_ha_storm():
+    import ha_storm  # pylint: disable=import-outside-toplevel
+
+    quiet = config(**{key: value for key, value in ha_storm.RECOMMENDED_MINION_OPTIONS.items()})
+    assert not [f for f in lint(quiet) if f["id"].startswith("HA80")]
 
 
 def test_undeclared_ids_are_refused():

@@ -337,3 +337,17 @@ def test_every_master_id_is_in_the_readme_table():
     """Fails until the README's ha.lint table holds the HA7xx rows (kept in /tmp/readme-cluster.md)."""
     listed = re.findall(r"^\| (HA7\d{2}) \|", README.read_text(encoding="utf-8"), flags=re.MULTILINE)
     assert listed == sorted(ha_lint_findings.MASTER_FINDING_TITLES)
+
+
+# --- failover storms: the runner passes its accepted minion count ------------------------
+
+
+@pytest.mark.parametrize(
+    "minion_count,expected",
+    [(None, set()), (10, set()), (500_000, {"HA811", "HA812"})],
+    ids=["not asked", "a few minions", "a fleet one worker cannot sign in"],
+)
+def test_lint_master_adds_the_storm_findings_for_the_minion_count(minion_count, expected):
+    opts = master_opts(worker_threads=1)
+    found = ids(lint(opts, minion_count=minion_count)) & {"HA811", "HA812"}
+    assert found == expected
