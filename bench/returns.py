@@ -162,19 +162,9 @@ def parse_args():
 # --- lab ---------------------------------------------------------------------
 
 
-def random_ports(lablib):
-    """A (publish, ret) pair free on both loopback addresses, never Salt's defaults."""
-    ips = (lablib.LOOPBACK_A, lablib.LOOPBACK_B)
-    publish = lablib.free_port(ips)
-    for _ in range(20):
-        ret = lablib.free_port(ips)
-        if ret != publish:
-            return publish, ret
-    raise RuntimeError("no second free port")
-
 
 def build_lab(lablib, env, root, variant, count):
-    lab = lablib.Lab(env.manager, root, ports=random_ports(lablib))
+    lab = lablib.Lab(env.manager, root, ports=lablib.random_shared_ports((lablib.LOOPBACK_A, lablib.LOOPBACK_B)))
     lab.add_master("a", lablib.LOOPBACK_A)
     lab.add_master("b", lablib.LOOPBACK_B)
     overrides = dict(ENGINE_OVERRIDES) if variant == "engine" else {}

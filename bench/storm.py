@@ -243,16 +243,6 @@ def tree_rss(pids):
 # --- real minions -----------------------------------------------------------------
 
 
-def random_ports(lablib):
-    """A (publish, ret) pair free on both loopback addresses, never Salt's defaults."""
-    ips = (lablib.LOOPBACK_A, lablib.LOOPBACK_B)
-    publish = lablib.free_port(ips)
-    for _ in range(20):
-        ret = lablib.free_port(ips)
-        if ret != publish:
-            return publish, ret
-    raise RuntimeError("no second free port")
-
 
 def make_key_pool(folder, count):
     """``count`` RSA key pairs ``k<i>.pem/.pub`` in ``folder`` (kept across labs); their paths."""
@@ -281,7 +271,7 @@ def place_minion_key(pki_dir, pair):
 
 def build_storm_lab(lablib, env, root, count, setting, keys, args):
     """Masters A and B and ``count`` failover minions (not started), each with its own key."""
-    lab = lablib.Lab(env.manager, root, ports=random_ports(lablib))
+    lab = lablib.Lab(env.manager, root, ports=lablib.random_shared_ports((lablib.LOOPBACK_A, lablib.LOOPBACK_B)))
     master_options = {"log_level_logfile": "warning", **master_settings(setting, count, args.master_extra)}
     lab.add_master("a", lablib.LOOPBACK_A, overrides=master_options)
     lab.add_master("b", lablib.LOOPBACK_B, overrides=master_options)
@@ -620,7 +610,7 @@ def sim_storm(lablib, env, root, setting, size, pool, args):
     """One master, ``size`` simulated failover sign-ins at once; a dict of what was measured."""
     result = {"setting": setting, "size": size, "error": None}
     ip = lablib.LOOPBACK_B
-    publish, ret = random_ports(lablib)
+    publish, ret = lablib.random_shared_ports((lablib.LOOPBACK_A, lablib.LOOPBACK_B))
     dead_port = lablib.free_port((lablib.LOOPBACK_A,))
     options = lablib.master_overrides(ip, (publish, ret))
     options.update({"log_level_logfile": "warning", **master_settings(setting, size, args.master_extra)})

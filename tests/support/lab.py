@@ -62,11 +62,17 @@ def shared_ports(ips):
     prefer_defaults = os.environ.get("SALT_HA_LAB_RANDOM_PORTS") != "1"
     if prefer_defaults and all(port_is_free(ip, port) for ip in ips for port in SALT_DEFAULT_PORTS):
         return SALT_DEFAULT_PORTS
+    return random_shared_ports(ips)
+
+
+def random_shared_ports(ips, attempts=20):
+    """``(publish_port, ret_port)``: two different ports free on every address in ``ips``, never Salt's defaults."""
     publish = free_port(ips)
-    ret = free_port(ips)
-    while ret == publish:
+    for _ in range(attempts):
         ret = free_port(ips)
-    return publish, ret
+        if ret != publish:
+            return publish, ret
+    raise RuntimeError(f"no second free port on all of {ips} after {attempts} attempts")
 
 
 def make_keypair(folder, name="master"):
