@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.salt-ha-installed
 
-.PHONY: venv postgres test demo bench clean
+.PHONY: venv postgres netns-lab test demo bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# apt-get install of the Debian packages $(1), with one `apt-get update` first only when
+# apt does not know them yet (a fresh image), so `make test` updates at most once.
+apt_install = { { apt-cache show $(1) >/dev/null 2>&1 || apt-get update -q; } \
+	&& DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(1); }
 
 # The shared job store test starts a throwaway PostgreSQL (tests/support/postgres.py).
 # Debian's package puts initdb in /usr/lib/postgresql/<version>/bin, not on PATH.
@@ -25,13 +30,34 @@ postgres:
 		true; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "make: installing the Debian package postgresql (initdb is missing)"; \
-		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; } \
+		$(call apt_install,postgresql) \
 			|| echo "make: WARNING: apt-get install postgresql failed: the job store tests will be skipped"; \
 	else \
 		echo "make: WARNING: no PostgreSQL server (initdb) and no root apt-get: the job store tests will be skipped"; \
 	fi
 
-test: venv postgres
+# The front-door tests (tests/integration/test_frontdoor*.py, bench/frontdoor.py) run
+# real keepalived, HAProxy and dnsmasq in network namespaces, partitioned with
+# nftables (tests/support/netns_lab.py). Installed only when missing, and only as root
+# with apt-get (one apt-get update for all of them); otherwise, or when the install
+# fails, those tests are skipped and say why.
+NETNS_LAB_PACKAGES := keepalived haproxy nftables dnsmasq-base iproute2
+NETNS_LAB_TOOLS := keepalived haproxy nft dnsmasq ip
+netns-lab:
+	@missing=""; for tool in $(NETNS_LAB_TOOLS); do \
+		PATH="$$PATH:/usr/sbin:/sbin" command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; \
+	done; \
+	if [ -z "$$missing" ]; then \
+		true; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "make: installing the Debian packages $(NETNS_LAB_PACKAGES) (missing:$$missing)"; \
+		$(call apt_install,$(NETNS_LAB_PACKAGES)) \
+			|| echo "make: WARNING: apt-get install $(NETNS_LAB_PACKAGES) failed: the front-door (netns) tests will be skipped"; \
+	else \
+		echo "make: WARNING: missing$$missing and no root apt-get: the front-door (netns) tests will be skipped"; \
+	fi
+
+test: venv postgres netns-lab
 	$(PY) -m ruff check .
 	$(PY) -m pytest -p no:cacheprovider
 

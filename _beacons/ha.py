@@ -36,6 +36,19 @@ fires ``__master_disconnected`` on the minion's own event bus
 (``ha.leave_master``), exactly what Salt fires when a connection closes, and the
 next tick reports ``failover`` with ``reason: hang``. A master that is silent for
 less (busy, paused for a moment) is not left.
+
+Front doors (one address or name for several masters: a keepalived VIP, a balancer,
+DNS): the master that answers the probes of the address may not be the one holding
+the minion's connections. From the connected master's first failed probe until it
+has answered again for 3 s, the beacon sets short TCP keepalive (1 s, 1 s, 3 probes)
+on the minion's own connections to its publish and ret ports
+(``_utils/ha_conncheck.py``): a connection the host behind the address no longer
+holds (the VIP moved) is reset at the first probe and Salt reconnects at once, a
+silently dropped one is aborted after 3 probes, a frozen or busy master's kernel
+answers and nothing changes; events are held back meanwhile. When the connected
+master's name resolves to other addresses than at the previous tick and the
+minion's publish connection goes to none of them (DNS switched), the beacon fires
+``__master_disconnected`` so that Salt resolves the name again and reconnects.
 """
 
 import logging
@@ -78,11 +91,15 @@ def beacon(config):
     connected = current if isinstance(current, str) else ""
     tick = __salt__["ha.watch"](config=options, connected=connected, confirm=True, name=name)
     if tick["leave"]:
-        log.warning(
-            "salt-ha: master %r failed %s consecutive probes while another master answers; leaving it",
-            current,
-            tick["memory"]["hang"]["probes"],
-        )
+        hang = tick["memory"]["hang"]
+        if hang:
+            log.warning(
+                "salt-ha: master %r failed %s consecutive probes while another master answers; leaving it",
+                current,
+                hang["probes"],
+            )
+        else:
+            log.warning("salt-ha: master %r moved to another address; reconnecting", current)
         __salt__["ha.leave_master"](current)
     return tick["events"]
 

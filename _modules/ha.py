@@ -19,6 +19,7 @@ import salt.utils.event
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 import ha_config_file
+import ha_conncheck
 import ha_connection
 import ha_endpoints
 import ha_files
@@ -187,8 +188,8 @@ def check(timeout=2, warn=None, crit=None):
 
     Prints one plugin line ``SALT-HA OK|WARNING|CRITICAL|UNKNOWN - ... | perfdata``
     and sets the exit code 0/1/2/3 for ``salt-call --retcode-passthrough``:
-    CRITICAL when no master answers or the connected master does not (hung),
-    WARNING when a master is down or failover is not ready, UNKNOWN (with what
+    CRITICAL when no master answers or the connected master does not (hung or
+    partitioned), WARNING when a master is down or failover is not ready, UNKNOWN (with what
     happened) when the check cannot run, whatever the error. Use it unchanged
     from Nagios/Icinga (``check_by_ssh`` or NRPE), a Zabbix ``UserParameter`` or
     keepalived's ``track_script``.
@@ -299,7 +300,19 @@ def watch(config=None, memory=None, connected=None, confirm=False, name=None):
         pillar or module refresh. Without ``name`` the call probes the masters
         now, waiting up to ``timeout``.
 
-    ``leave`` is only ever the master given in ``connected``.
+    ``leave`` is only ever the master given in ``connected``: the hung master,
+    or the master whose name now resolves to addresses the daemon's publish
+    connection does not go to (with ``confirm``: a DNS name switched to another
+    master; leaving it makes Salt resolve it again).
+
+    With ``confirm`` and ``name`` (the beacon, inside the daemon): from the
+    connected master's first failed probe until it has answered again for 3 s
+    (``memory["suspect"]``; also for 3 s after its address's ARP entry changed
+    host, as when a VIP moves without a failed probe), this process's
+    connections to its publish and ret ports get short TCP keepalive
+    (``ha_conncheck``), so a connection the host behind the address no longer
+    holds (a VIP that moved) is reset at once and Salt reconnects; Salt's values
+    are put back afterwards.
 
     CLI Example:
 
@@ -333,11 +346,22 @@ def watch(config=None, memory=None, connected=None, confirm=False, name=None):
         time.time(),
         settings,
         remotes,
+        ha_conncheck.neighbours if confirm else None,
     )
     if name is not None:
         ha_watch.MEMORY[name] = memory
+        if confirm:
+            ha_watch.follow_connection(name, memory["connected"])
+            ports = memory["suspect"] and _ports_of(memory["suspect"]["master"], endpoints)
+            ha_conncheck.follow(name, ports, hold=ha_watch.VERIFY_SECONDS)
     errors = {entry["master"]: entry["error"] for entry in masters if entry["error"] and not entry["up"]}
     return {"memory": memory, "events": events, "leave": leave, "errors": errors, "probed": ha_watch.iso(probed)}
+
+
+def _ports_of(master, endpoints):
+    """The publish and ret ports of the configured entry ``master`` (None when it is not configured)."""
+    endpoint = next((ep for ep in endpoints if ep.master == master), None)
+    return (endpoint.publish_port, endpoint.ret_port) if endpoint else None
 
 
 def validate_beacon(config):
@@ -365,7 +389,8 @@ def stop_watch(name="ha"):
     """
     Stop the background probe thread of the ``ha`` beacon ``name`` in this
     process (the beacon's ``close``; Salt calls it when the beacon is deleted,
-    disabled or refreshed). A later tick starts it again.
+    disabled or refreshed), and put Salt's TCP keepalive values back on the
+    master connections the beacon was checking. A later tick starts it again.
 
     Returns ``{"name": name, "stopped": bool}`` (False when none was running).
 
@@ -375,10 +400,11 @@ def stop_watch(name="ha"):
 
         salt '*' ha.stop_watch
     """
+    ha_conncheck.follow(name, None)
     return {"name": name, "stopped": ha_watch.stop_worker(name)}
 
 
-def leave_master(master=None):
+def leave_master(master=None, not_after=None):
     """
     Make the running minion daemon leave ``master`` for the next master in its
     failover list, as Salt does when the connection closes: fires
@@ -392,7 +418,13 @@ def leave_master(master=None):
         of a ``host:port`` entry). Default: the master the daemon's sockets are
         connected to.
 
-    Returns ``{"master": master, "fired": bool}``.
+    not_after
+        A POSIX time: when the job runs later than that, do nothing and say so
+        (``ha.drill`` sets it so that a minion that was stuck does not leave
+        after the drill has moved on).
+
+    Returns ``{"master": master, "fired": bool}`` (``"late": True`` instead of
+    firing when ``not_after`` has passed).
 
     CLI Example:
 
@@ -401,6 +433,15 @@ def leave_master(master=None):
         salt-call ha.leave_master
         salt-call ha.leave_master 10.0.0.1
     """
+    if not_after is not None:
+        deadline = ha_validate.validate_timeout(not_after, what="not_after", maximum=float("inf"))
+        if time.time() > deadline:
+            log.warning("salt-ha: not leaving the master: the request expired at %.3f", deadline)
+            return {"master": master, "fired": False, "late": True}
+    if master is None and isinstance(__opts__.get("master"), str):
+        # In the daemon's job processes the master option is the current master
+        # (Salt sets it when it signs in); a failover list means another process.
+        master = __opts__["master"]
     if master is None:
         masters = ha_probe.probe_endpoints(_endpoints(), 1, __opts__.get("transport", "zeromq"))
         connected = ha_connection.mark_connected(masters, __opts__.get("pidfile"))

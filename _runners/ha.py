@@ -9,7 +9,8 @@ configure them in this master's config under ``ha:peers`` (see
 Long runs fire progress events when ``display_progress`` is set in the master config.
 The work itself is in ``_utils``: ``ha_sync`` (inventories, key sync),
 ``ha_keyreceive`` (the receiving side), ``ha_readiness``, ``ha_drift``, ``ha_jobs``
-(``ha.jobs`` and its receiving side ``ha.local_jobs``).
+(``ha.jobs`` and its receiving side ``ha.local_jobs``), ``ha_drill*`` (``ha.drill``,
+``ha.drill_history`` and their receiving side ``ha.local_drill``).
 """
 
 import logging
@@ -18,6 +19,10 @@ import salt.utils.sdb
 from salt.exceptions import SaltInvocationError
 
 import ha_drift
+import ha_drill
+import ha_drill_history
+import ha_drill_local
+import ha_drill_run
 import ha_jobs
 import ha_key_model
 import ha_keyreceive
@@ -29,6 +34,7 @@ import ha_peers
 import ha_probe
 import ha_readiness
 import ha_sync
+import ha_validate
 
 log = logging.getLogger(__name__)
 
@@ -407,3 +413,115 @@ def lint(config=None, peers=True, timeout=2):
     # This master's accepted minions may all sign in here at once when another master dies.
     accepted = None if config is not None else len(ha_keystore.KeyStore(__opts__).keys()["accepted"])
     return ha_master_lint.lint_master(dict(opts), written, resolver=resolver, peers=answers, minion_count=accepted)
+
+
+def drill(tgt="*", mode="minion", percent=10, count=None, budget=60, test=False, seed=None, master=None,
+          duration=30, max_failed=0, rpo=True):
+    """
+    A failover drill: move minions off their master on purpose, measure how long
+    each takes to answer through another master (RTO), move them back, and report.
+
+    Gates, all checked with ``test=True`` (which returns the plan and moves
+    nothing) and again just before acting, each refusal with its reason and fix:
+    every master answers (this master's request server, every peer's salt-api
+    and master); no other drill runs on any master and no master is frozen by
+    one; not inside an ``ha:drill:blackout`` window of this master; every chosen
+    minion is ready to fail over (``ha.readiness``'s rules: its key accepted
+    with one fingerprint on every master, one master key model, no ``ha.lint``
+    error, asked through the master it is connected to); another master answers
+    to take the minions. Peers must allow ``ha.local_drill`` and
+    ``ha.local_jobs`` in their ``external_auth`` (see ``examples/master.d/ha.conf``).
+
+    tgt
+        A glob over the minion ids accepted on this master.
+
+    mode
+        ``minion`` (safe in production): the canaries leave their master
+        (``ha.leave_master``), each is timed until it answers through another
+        master, then it is moved back where it was. ``hang``: the master
+        ``master`` is frozen (SIGSTOP of its whole salt-master) for ``duration``
+        seconds by a watchdog on its own host that thaws it whatever happens to
+        this runner; every minion connected to it is timed until it answers
+        through another master (the ``ha`` beacon moves them), then moved back
+        once the master is thawed. Only on a master whose config says
+        ``ha:drill:allow_hang: True``, for at most its ``ha:drill:max_duration``.
+
+    percent, count
+        How many canaries (mode ``minion``): ``count`` minions, else ``percent``
+        of those tgt matches that are connected (at least one); never more than
+        ``ha:drill:max_minions`` nor ``ha:drill:max_percent``.
+
+    seed
+        Picks the canaries reproducibly (the report gives the one used).
+
+    budget
+        Seconds a minion has to answer through another master.
+
+    max_failed
+        More minions than this without an answer within ``budget`` abort the
+        drill (as does a master that is not the target going down): nothing more
+        is moved, what was moved is moved back, ``aborted`` says why.
+
+    rpo
+        Publish a short ``test.sleep`` to every minion just before the fault and
+        count the returns that arrived on some master (``returns_lost``; the
+        ``ha_returns`` engine on the minions delivers them across the failover).
+
+    Returns ``{"id", "mode", "test", "result", "gates": [{"gate", "ok", "reason",
+    "fix"}], "plan", "minions": {id: {"from", "to", "rto_s", "ok", "error", "back",
+    "return_arrived"}}, "rto": {"p50", "p95", "max"}, "failed": [ids],
+    "jobs_in_flight", "returns_lost", "aborted", "restored", "started", "ended",
+    "notes"}``. Fires ``salt/ha/drill/<id>/start``, ``.../progress`` and
+    ``.../end`` on this master's bus; the report is kept (``ha.drill_history``)
+    and written as metrics to ``ha:drill:textfile`` when set.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run ha.drill test=True
+        salt-run ha.drill tgt='web*' percent=10 budget=30
+        salt-run ha.drill mode=hang master=master2 duration=30
+    """
+    request = ha_drill.drill_request(tgt=tgt, mode=mode, percent=percent, count=count, budget=budget, seed=seed,
+                                     master=master, duration=duration, max_failed=max_failed, rpo=rpo)
+    test = ha_validate.validate_flag(test, "test")
+    return ha_drill_run.run(__opts__, _peers(), request, _progress(), test=test)
+
+
+def drill_history(limit=10):
+    """
+    The reports of the last drills run from this master, newest first (refused
+    and aborted ones included; ``test=True`` runs are not kept).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run ha.drill_history
+        salt-run ha.drill_history limit=1
+    """
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10000:
+        raise SaltInvocationError(f"limit {limit!r} is not a whole number 1-10000")
+    return ha_drill_history.history(__opts__, limit=limit)
+
+
+def local_drill(action, minions=None, **kwargs):
+    """
+    A drill's work on this master, asked by the drilling master over salt-api
+    (give the peer account this function): ``ping``, ``locate`` (which of
+    ``minions`` are connected here), ``lint``, ``publish`` (the probe job),
+    ``leave`` (``ha.leave_master`` to ``minions``), ``await`` (ping ``minions``
+    until each answers here, ``budget`` seconds at most), ``freeze`` (this master,
+    ``duration`` s from ``delay`` s on, only with ``ha:drill:allow_hang: True``).
+    Every answer has ``master`` and ``now`` (this master's clock).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run ha.local_drill ping
+        salt-run ha.local_drill locate minions='["web1"]'
+    """
+    extra = {key: value for key, value in kwargs.items() if not key.startswith("__")}
+    return ha_drill_local.run_action(__opts__, action, minions=minions, **extra)

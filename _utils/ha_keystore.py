@@ -315,6 +315,16 @@ class KeyStore:
             raise CommandExecutionError(f"cannot read the key store ({self.driver}): {err}") from err
         return result
 
+    def counts(self):
+        """
+        ``{status: number of keys}`` for every status. With ``localfs_key`` a directory
+        scan per status (no key file is read: cheap enough for every metrics scrape);
+        other drivers through :meth:`keys`.
+        """
+        if not self.local:
+            return {status: len(keys) for status, keys in self.keys().items()}
+        return {status: len(self._key_entries(status)) for status in ha_keys.KEY_STATUSES}
+
     def fingerprints(self):
         """
         ``{status: {minion_id: fingerprint}}`` (path-based fingerprints, see ha_keys).

@@ -6,8 +6,9 @@ Lint a minion's failover settings against what Salt 3008's minion code really do
 warnings, then infos, ending with the failover time estimate (HA901,
 :mod:`ha_failover_time`). The rules live by theme, each citing the Salt code or the
 measurement it relies on: :mod:`ha_lint_masters` (HA1xx), :mod:`ha_lint_timing`
-(HA2xx), :mod:`ha_lint_network` (HA3xx), :mod:`ha_lint_options` (HA4xx),
-:mod:`ha_lint_returns` (HA5xx), :mod:`ha_lint_keys` (HA6xx). A finding is
+(HA2xx), :mod:`ha_lint_network` (HA3xx), :mod:`ha_lint_frontdoor` (HA31x),
+:mod:`ha_lint_options` (HA4xx), :mod:`ha_lint_returns` (HA5xx), :mod:`ha_lint_keys`
+(HA6xx). A finding is
 ``{"id", "severity", "option", "message", "suggestion"}`` (:mod:`ha_lint_findings`,
 where every id is declared with its title).
 """
@@ -17,6 +18,7 @@ import logging
 from salt.exceptions import SaltInvocationError
 
 import ha_failover_time
+import ha_lint_frontdoor
 import ha_lint_keys
 import ha_lint_masters
 import ha_lint_network
@@ -53,8 +55,13 @@ RULES = (
     ha_lint_timing.check_auth_timeout,
     ha_lint_timing.check_auth_safemode,
     ha_lint_network.check_retry_dns,
+    ha_lint_frontdoor.check_front_door_declaration,
+    ha_lint_frontdoor.check_front_door_detection,
+    ha_lint_frontdoor.check_front_door_keys,
+    ha_lint_frontdoor.check_front_door_topology,
     ha_lint_timing.check_random_master,
     ha_lint_timing.check_ha_beacon_timing,
+    ha_lint_timing.check_tcp_keepalive,
     ha_lint_returns.check_returns_engine,
     ha_lint_keys.check_signing_key_file,
     ha_lint_keys.check_signing_options,

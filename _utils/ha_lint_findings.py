@@ -6,8 +6,10 @@ A finding is ``{"id", "severity": "error"|"warning"|"info", "option", "message",
 "suggestion"}``. Every id is declared once in :data:`FINDING_TITLES` (the README's
 ``ha.lint`` table lists the same ids); a rule declares the ids it may return with
 :func:`produces`. Ids are numbered by theme: HA1xx the master list and
-``master_type``, HA2xx detection, failback and sign-in timing, HA3xx DNS and
-transport, HA4xx unknown options, value types and config files, HA5xx job returns
+``master_type``, HA2xx detection, failback and sign-in timing (HA22x partitioned
+masters and TCP keepalive), HA3xx DNS and
+transport (HA31x front doors: a VIP, a balancer or a DNS name in front of several
+masters), HA4xx unknown options, value types and config files, HA5xx job returns
 across a failover (the ``ha_returns`` engine), HA6xx the master keys the minion
 accepts (one shared master key or master pubkey signing), HA80x failover storms
 (many minions signing in to one survivor at once), HA9xx the failover time
@@ -43,11 +45,25 @@ FINDING_TITLES = {
     "HA209": "random_master reshuffles the list, the failed master included",
     "HA210": "master_shuffle is deprecated",
     "HA211": "loop_interval changes the ha beacon's interval",
+    # HA22x: partitioned masters, TCP keepalive (ha_lint_timing, facts in ha_keepalive)
+    "HA221": "a partitioned master is left only when TCP keepalive gives up",
+    "HA222": "tcp_keepalive False: a partitioned master is never left",
+    "HA223": "a TCP keepalive value pyzmq refuses (not a whole number)",
     # HA3xx: DNS and transport (ha_lint_network)
     "HA301": "a master name does not resolve",
     "HA302": "masters on one address",
     "HA303": "retry_dns above 0 with failover",
     "HA304": "transport tcp: no alive job",
+    # HA31x: front doors, one address for several masters (ha_lint_frontdoor)
+    "HA311": "one master address and no failover list: a front door or no failover",
+    "HA312": "ha:front_door is not vip, balancer or dns",
+    "HA313": "ha:front_door with a failover list",
+    "HA314": "a front door without short TCP keepalive: the minion does not follow the master behind it",
+    "HA315": "a front door needs the same master key on every master and the minion's key accepted on all",
+    "HA316": "a front door without a disconnect monitor or alive job: the minion never reconnects",
+    "HA317": "a TCP balancer must close the minion's sessions when a master goes down",
+    "HA318": "a DNS front door: records that move, short TTLs",
+    "HA319": "a keepalived VIP must follow the masters' application-level health",
     # HA4xx: options and config files (ha_lint_options)
     "HA401": "an unknown option named after a failover concept",
     "HA402": "a misspelled option",

@@ -7,6 +7,7 @@ Each rule takes a :class:`ha_lint_context.LintContext` and returns a list of fin
 with the ids it declares (:func:`ha_lint_findings.produces`).
 """
 
+import ha_keepalive
 import ha_storm
 import ha_text
 import ha_watch
@@ -305,3 +306,53 @@ def check_ha_beacon_timing(ctx):
             "loop_interval: 1 (Salt's default)",
         )
     ]
+
+
+@produces("HA221", "HA222", "HA223")
+def check_tcp_keepalive(ctx):
+    """
+    HA221, HA222: a partitioned master (packets dropped silently) keeps the minion's
+    idle publish connection ESTABLISHED; only TCP keepalive aborts it, after
+    ``idle + cnt x intvl`` seconds (:mod:`ha_keepalive`; Salt's defaults: 300 s +
+    the kernel's 9 x 75 s). Failover minions only (front doors: HA314).
+    HA223: zeromq sets the keepalive options with pyzmq's ``setsockopt``, which
+    takes whole numbers only (``salt/transport/zeromq.py``), on every minion.
+    """
+    findings = []
+    options = ctx.effective_options
+    if options.get("transport", "zeromq") == "zeromq":
+        for option, value in ha_keepalive.non_integer_options(options):
+            findings.append(
+                lint_finding(
+                    "HA223", "error", option,
+                    f"{option} is {ha_text.shown(value)}: Salt hands it to pyzmq's setsockopt when it sets up "
+                    "the connection to the master, and pyzmq takes whole numbers only (TypeError)",
+                    f"{option}: {ha_keepalive.RECOMMENDED[option]} (a whole number, unquoted)",
+                )
+            )
+    if not ctx.failover or len(ctx.endpoints) < 2:
+        return findings
+    seconds = ha_keepalive.abort_seconds(options)
+    if seconds is None:
+        findings.append(
+            lint_finding(
+                "HA222", "warning", "tcp_keepalive",
+                "tcp_keepalive is False: no keepalive probe ever runs on the minion's idle connection, so a "
+                "partitioned master (packets dropped silently, the connection stays ESTABLISHED) is never "
+                "left (the salt-ha beacon still leaves it)",
+                ha_keepalive.suggestion(),
+            )
+        )
+    elif seconds > ha_keepalive.SHORT_SECONDS:
+        findings.append(
+            lint_finding(
+                "HA221", "info", "tcp_keepalive_idle",
+                f"a partitioned master (packets dropped silently, the connection stays ESTABLISHED) is left only "
+                f"when TCP keepalive aborts the idle connection: {ha_keepalive.describe(options)} = "
+                f"{fmt_seconds(seconds)} s (measured: {ha_keepalive.MEASURED['stock']}, "
+                f"{ha_keepalive.MEASURED['recommended']}); the salt-ha beacon leaves it sooner, keepalive is "
+                "stock Salt's own remedy (it never helps against a hung master, whose kernel answers the probes)",
+                f"{ha_keepalive.suggestion()} (ha.minion_failover writes them)",
+            )
+        )
+    return findings

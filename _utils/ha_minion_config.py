@@ -332,6 +332,10 @@ def replaced_lists(sources):
     return problems
 
 
+# The minion options salt.config.apply_minion_config prefixes with root_dir when relative.
+ROOT_DIR_RELATIVE_OPTIONS = ("pki_dir", "cachedir", "sock_dir", "extension_modules", "pidfile")
+
+
 def daemon_options(running_options, written_options):
     """
     The running daemon's options as seen from any process: ``running_options``
@@ -339,4 +343,10 @@ def daemon_options(running_options, written_options):
     Salt's defaults, then ``written_options`` (:attr:`MinionConfig.options`) on top.
     """
     reset = {key: salt.config.DEFAULT_MINION_OPTS[key] for key in SALT_CALL_CLI_OPTIONS}
-    return {**running_options, **reset, **written_options}
+    merged = {**running_options, **reset, **written_options}
+    # Salt puts root_dir in front of these when they are relative; the running value has it.
+    for key in ROOT_DIR_RELATIVE_OPTIONS:
+        written = written_options.get(key)
+        if isinstance(written, str) and not written.startswith("/") and key in running_options:
+            merged[key] = running_options[key]
+    return merged

@@ -9,6 +9,7 @@ import math
 
 from salt.exceptions import CommandExecutionError, SaltException
 
+import ha_keepalive
 import ha_lint
 import ha_text
 from ha_lint import finding, sort_findings
@@ -19,8 +20,8 @@ NAGIOS_CODES = {"OK": 0, "WARNING": 1, "CRITICAL": 2, "UNKNOWN": 3}
 
 def probe_findings(masters, connected, connection_error=None):
     """
-    Findings that only a live probe can tell: masters down, a hung connected
-    master, no daemon connected, or (``connection_error``: why) no way to tell
+    Findings that only a live probe can tell: masters down, a connected master
+    that does not answer (hung or partitioned), no daemon connected, or (``connection_error``: why) no way to tell
     which master the daemon is connected to.
     """
     found = []
@@ -33,9 +34,11 @@ def probe_findings(masters, connected, connection_error=None):
                 finding(
                     "error",
                     "master",
-                    f"the minion is connected to {entry['master']!r}, which does not answer: "
-                    f"{error} (a hung master keeps its TCP connection; stock Salt never leaves it)",
-                    "investigate the master; the salt-ha beacon moves the minion off a hung master",
+                    f"the minion is connected to {entry['master']!r}, which does not answer (hung or "
+                    f"partitioned): {error} (its TCP connection stays up: stock Salt never leaves a hung "
+                    "master, and a partitioned one only when TCP keepalive aborts the connection)",
+                    "investigate the master; the salt-ha beacon moves the minion off it (beacons: {ha: []}), "
+                    f"and for partitions {ha_keepalive.suggestion()}",
                 )
             )
         else:
@@ -113,7 +116,7 @@ def nagios_state(status, warn, crit):
     if status["up"] == 0:
         return "CRITICAL", "no master answers"
     if connected is not None and not connected["up"]:
-        return "CRITICAL", f"connected master {connected['master']} does not answer"
+        return "CRITICAL", f"connected master {connected['master']} does not answer (hung or partitioned)"
     # Nagios plugin guidelines: alert when the value is *above* the threshold.
     if crit is not None and worst is not None and worst > crit:
         return "CRITICAL", f"latency {worst:g} ms > {crit:g} ms"

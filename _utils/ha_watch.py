@@ -60,6 +60,20 @@ event handling) and released at the first tick where it answers, usually right
 after the failover, each with the ``since`` of its own transition. At most
 ``PENDING_LIMIT`` are held (the oldest are dropped).
 
+Front doors (a VIP, a balancer or a DNS name in front of several masters): the
+master answering the probes of an address may not be the one holding the minion's
+connections. The connected master is *suspect* (``memory["suspect"]``) from its first
+failed probe until it has answered again for ``VERIFY_SECONDS``, and for that long
+after its address's ARP entry changed host (``tick``'s ``neighbours``: a VIP moved
+with every probe answered); meanwhile events are held back and the caller checks the
+minion's connections to it (``ha_conncheck``: short TCP keepalive, so a connection
+the host behind the address no longer holds is reset and Salt reconnects). The probe
+worker starts that check itself in the round where the connected master
+(:func:`follow_connection`) first fails, without waiting for a tick. A name that
+resolves to other addresses than at the previous tick while the minion's publish
+connection goes to none of them (:func:`address_moved`: DNS switched) is left like a
+hung master, so that Salt resolves it again.
+
 A probe that fails with an unexpected exception (a fault of the probe, not an
 answer of the network) is logged as a warning naming the master and the
 exception, and leaves that master's memory as it was (:func:`tick`); so does a
@@ -88,6 +102,7 @@ import time
 
 import salt.utils.beacons
 
+import ha_conncheck
 import ha_connection
 import ha_probe
 import ha_text
@@ -199,6 +214,9 @@ def new_memory():
         "leaving": None,
         "pending": [],
         "candidate": None,
+        "suspect": None,
+        "addresses": None,
+        "neighbours": None,
     }
 
 
@@ -297,6 +315,33 @@ def _check_hang(memory, connected, raw, reported, now, settings, silence):
     return connected
 
 
+# After the connected master answers again following a silence, its connections stay
+# under check (short TCP keepalive, ha_conncheck) and events stay held back this long:
+# the master that answers now may not be the one holding the minion's connections (a
+# VIP that moved), and an event sent on a dead connection costs Salt 5 s at the switch.
+VERIFY_SECONDS = 3
+
+
+def _track_suspect(suspect, connected, raw, now):
+    """
+    The connected master's *suspect* record: ``{"master", "since", "answered"}`` from
+    its first failed probe until it has answered again for :data:`VERIFY_SECONDS`
+    (``answered``: when it first answered again, None while silent); None otherwise.
+    """
+    if not connected or connected not in raw:
+        return None
+    if suspect and suspect["master"] != connected:
+        suspect = None
+    if not raw[connected]:
+        return {"master": connected, "since": suspect["since"] if suspect else now, "answered": None}
+    if not suspect:
+        return None
+    answered = suspect["answered"] if suspect["answered"] is not None else now
+    if now - answered >= VERIFY_SECONDS:
+        return None
+    return {**suspect, "answered": answered}
+
+
 def observe(memory, probes, connected, primary, now, settings, silence=None):
     """
     One tick.
@@ -352,12 +397,13 @@ def observe(memory, probes, connected, primary, now, settings, silence=None):
         emit("flapping", memory["health"], health, memory["flapping"][master], master=master)
 
     leave = _check_hang(memory, connected, raw, reported, now, settings, silence)
+    memory["suspect"] = _track_suspect(memory.get("suspect"), connected, raw, now)
     for event in events:
         event.update({"up": up, "total": len(reported), "down": list(down)})
     memory.update(started=True, connected=connected, health=health, raw=raw)
     memory["pending"] = (memory["pending"] + events)[-PENDING_LIMIT:]
-    if connected in raw and not raw[connected]:
-        return memory, [], leave  # held back: nobody would receive them
+    if connected in raw and (not raw[connected] or memory["suspect"]):
+        return memory, [], leave  # held back: nobody would receive them, or the connection is in doubt
     released, memory["pending"] = memory["pending"], []
     return memory, released, leave
 
@@ -433,7 +479,7 @@ def _silence_for(memory, entry, connected, now):
     return entry.get("silence")
 
 
-def tick(memory, masters, current, primary, now, settings, remotes=None):
+def tick(memory, masters, current, primary, now, settings, remotes=None, neighbours=None):
     """
     One tick as the beacon runs it: :func:`confirmed_connection` (when ``remotes``
     is given: from inside the daemon) then :func:`observe`.
@@ -446,6 +492,14 @@ def tick(memory, masters, current, primary, now, settings, remotes=None):
         master, and must not move the minion.
     current
         The configured entry of Salt's ``master`` option now (:func:`configured_entry`).
+    remotes
+        With it (from inside the daemon), a change of master counts once confirmed
+        (:func:`confirmed_connection`), and a name that moved is left (:func:`address_moved`).
+    neighbours
+        A callable ``addresses -> {ip: link-layer address}`` (``ha_conncheck.neighbours``):
+        when the connected master's address is at another host than at the previous
+        tick (a VIP that moved, even without a failed probe), the master becomes
+        *suspect* for :data:`VERIFY_SECONDS` (its connections are checked).
 
     Returns ``(memory, events, leave)``; ``leave`` is ``current`` or None (never a
     master Salt is no longer on).
@@ -463,9 +517,53 @@ def tick(memory, masters, current, primary, now, settings, remotes=None):
     }
     entry = next((entry for entry in masters if entry["master"] == connected), None)
     silence = _silence_for(memory, entry, connected, now)
+    same_master = memory.get("connected") == connected
+    previous_addresses = memory.get("addresses") if same_master else None
+    previous_neighbours = memory.get("neighbours") if same_master else None
     memory, events, leave = observe(memory, probes, connected, primary, now, settings, silence)
     memory["candidate"] = None if connected == current else {"master": current, "ticks": seen}
+    if entry is not None and entry.get("addresses"):
+        if neighbours is not None:
+            _check_neighbours(memory, previous_neighbours, neighbours(entry["addresses"]), connected, now)
+        memory["addresses"] = list(entry["addresses"])
+        if remotes is not None and leave is None and address_moved(previous_addresses, entry, remotes):
+            log.warning(
+                "salt-ha: master %r now resolves to %s, and this minion's connection goes elsewhere; reconnecting",
+                connected, ", ".join(entry["addresses"]),
+            )
+            leave = connected
     return memory, events, (leave if leave == current else None)
+
+
+def _check_neighbours(memory, previous, seen, connected, now):
+    """Keep the connected master's neighbour entries; make it suspect when one of them changed host."""
+    memory["neighbours"] = seen
+    moved = sorted(ip for ip, mac in seen.items() if previous and ip in previous and previous[ip] != mac)
+    if moved and not memory.get("suspect"):
+        log.info("salt-ha: %s of master %r is at another host now; checking the minion's connections", moved, connected)
+        memory["suspect"] = {"master": connected, "since": now, "answered": now}
+
+
+def address_moved(previous, entry, remotes):
+    """
+    True when the connected master's name resolves to other addresses than at the
+    previous tick (``previous``; None: unknown) while it answers, and none of this
+    process's connections to its publish port goes to one of them: the name was
+    moved (DNS switched to another master) and the minion still holds the old one.
+
+    remotes
+        ``{(ip, port)}`` of the process's ESTABLISHED connections, or a callable
+        returning them (called only when the addresses changed).
+    """
+    if previous is None or not entry.get("up") or not entry.get("addresses"):
+        return False
+    addresses = {ha_connection.normalize_ip(address) for address in entry["addresses"]}
+    if addresses == {ha_connection.normalize_ip(address) for address in previous}:
+        return False
+    if callable(remotes):
+        remotes = remotes()
+    publish = {ha_connection.normalize_ip(ip) for ip, port in remotes if port == entry["publish_port"]}
+    return bool(publish) and not publish & addresses
 
 
 # The memory per beacon name, for the life of the process: Salt re-creates the
@@ -516,6 +614,7 @@ def _copy_memory(memory):
     fresh["hang"] = dict(fresh["hang"]) if fresh["hang"] else None
     fresh["leaving"] = dict(fresh["leaving"]) if fresh["leaving"] else None
     fresh["pending"] = list(fresh["pending"])
+    fresh["suspect"] = dict(fresh["suspect"]) if fresh.get("suspect") else None
     return fresh
 
 
@@ -582,6 +681,9 @@ class ProbeWorker:
         self.latest = previous.latest if same else None
         self.read_at = time.monotonic()
         self.longest_gap = previous.longest_gap if same else 0.0
+        # The master the minion is connected to (set by the ticks, follow_connection):
+        # a round in which it fails puts its connections under check at once.
+        self.connected = previous.connected if previous is not None else None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"salt-ha-probe-{name}", daemon=True)
 
@@ -639,6 +741,7 @@ class ProbeWorker:
             entry["silence"] = silences[entry["master"]] = _silence_after(
                 silences.get(entry["master"]), entry, started, finished
             )
+        self._check_connection(entries)
         self.latest = {
             "round": next(_ROUND_NUMBERS),
             "started": started,
@@ -647,6 +750,12 @@ class ProbeWorker:
             "entries": entries,
         }
         return began
+
+    def _check_connection(self, entries):
+        """The connected master failed this round: check its connections now (ha_conncheck), not at the next tick."""
+        entry = next((e for e in entries if e["master"] == self.connected and e["up"] is False), None)
+        if entry is not None:
+            ha_conncheck.follow(self.name, (entry["publish_port"], entry["ret_port"]))
 
     def _run(self):
         silences = {}
@@ -703,6 +812,17 @@ def worker_results(name, endpoints, settings, transport="zeromq"):
         return [dict(entry) for entry in latest["entries"]], latest["finished"]
     error = f"no probe result for {age:.1f} s (the probe worker is behind)"
     return [dict(entry, up=None, error=error) for entry in latest["entries"]], latest["finished"]
+
+
+def follow_connection(name, master):
+    """
+    Tell the probe worker of beacon ``name`` (this process) which master the minion is
+    connected to: a probe round in which that master does not answer puts the minion's
+    connections to it under check at once (:func:`ha_conncheck.follow`).
+    """
+    worker = _WORKERS.get(name)
+    if worker is not None and worker.pid == os.getpid():
+        worker.connected = master
 
 
 def stop_worker(name, wait=0):

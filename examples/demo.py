@@ -9,7 +9,9 @@ Then master A is SIGKILLed while a job it published runs: the beacon's ``failove
 event shows up on B's bus, the minion answers through B, and the job started on A
 finishes on B (the ``ha_returns`` engine delivers its return there; ``jobs.lookup_jid``
 on B finds it); ``ha.status``, ``ha.check`` and ``ha.metrics`` tell the truth.
-A comes back: the minion fails back and the beacon says so. Every process the demo
+A comes back: the minion fails back and the beacon says so. Last, a failover drill
+(``salt-run ha.drill``): its gates and plan, then the minion moved to B, timed, and
+put back. Every process the demo
 started is stopped at the end, also on Ctrl-C or an error; everything lives in a
 temporary directory.
 """
@@ -25,7 +27,7 @@ import time
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.support import api_lab, returns_lab, state_lab  # noqa: E402 (after the sys.path line above)
+from tests.support import api_lab, drill_lab, returns_lab, state_lab  # noqa: E402 (after the sys.path line above)
 from tests.support import lab as lablib  # noqa: E402
 
 MINION_ID = "demo-minion"
@@ -123,11 +125,13 @@ def show_event(event, after, what):
 def build_lab(manager, root):
     """Masters A (serving the examples) and B, peered over salt-api; a minion configured for A only."""
     pillar_folder = state_lab.pillar_root(root / "pillar", demo_pillar([lablib.LOOPBACK_A, lablib.LOOPBACK_B]))
+    # Peers may call what drills need (ha.local_drill, ha.local_jobs) besides key sync.
+    auth = {"external_auth": {"sharedsecret": {api_lab.SYNC_USER: [{"@runner": drill_lab.PEER_FUNCTIONS}]}}}
     lab = api_lab.ApiLab(
         manager,
         root,
         [("a", lablib.LOOPBACK_A), ("b", lablib.LOOPBACK_B)],
-        extra_master_overrides={"a": state_lab.example_roots(pillar_folder)},
+        extra_master_overrides={"a": {**state_lab.example_roots(pillar_folder), **auth}, "b": auth},
     )
     for name in lab.masters:
         lab.add_api(name)
@@ -229,6 +233,25 @@ def run_story(lab, event_listener):
     show_event(wait_for_event(event_listener, master_a, f"salt/beacon/{MINION_ID}/ha/failback", back_at),
                back_at, "beacon failback event on A")
     say(f"test.ping through A: {ping_through(master_a, MINION_ID)}")
+
+    heading("a failover drill: salt-run ha.drill (on A)")
+    show_drill(master_a)
+
+
+def show_drill(master):
+    """The drill's dry run (gates and plan), then one minion drill and its report."""
+    run = master.salt_run_cli(timeout=180)
+    plan = run.run("ha.drill", "test=True", "count=1").data
+    gates = (f"{gate['gate']} {'ok' if gate['ok'] else 'REFUSED: ' + str(gate['reason'])}" for gate in plan["gates"])
+    say("salt-run ha.drill test=True count=1: gates " + ", ".join(gates))
+    say(f"  plan: canaries {plan['plan']['canaries']} (seed {plan['plan']['seed']}), origins {plan['plan']['origins']}")
+    report = run.run("ha.drill", "count=1", "budget=30").data
+    for minion_id, entry in report["minions"].items():
+        say(f"  {minion_id}: {entry['from']} -> {entry['to']} in {entry['rto_s']} s, back: {entry['back']}, "
+            f"return of the job in flight arrived: {entry.get('return_arrived')}")
+    say(f"salt-run ha.drill count=1: result {report['result']}, rto {report['rto']}, returns lost "
+        f"{report['returns_lost']}, restored {report['restored']}, aborted {report['aborted']}")
+    say(f"salt-run ha.drill_history: {[item['id'] for item in run.run('ha.drill_history').data]}")
 
 
 def raise_keyboard_interrupt(signum, frame):  # noqa: ARG001

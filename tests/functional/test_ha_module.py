@@ -57,6 +57,7 @@ def test_lint_of_a_good_failover_file_has_only_the_estimate(modules, tmp_path):
     config.write_text(
         "master: [127.0.0.1, 127.0.0.2]\nmaster_type: failover\n"
         "master_alive_interval: 10\nretry_dns: 0\n"
+        "tcp_keepalive: True\ntcp_keepalive_idle: 10\ntcp_keepalive_intvl: 2\ntcp_keepalive_cnt: 3\n"
     )
     findings = modules.ha.lint(config=str(config))
     assert [(f["id"], f["severity"]) for f in findings] == [("HA901", "info")]
@@ -181,3 +182,10 @@ def test_every_function_documents_a_cli_example(modules):
     assert set(docs) >= {"ha.status", "ha.probe", "ha.lint", "ha.check", "ha.metrics"}
     for name, doc in docs.items():
         assert "CLI Example:" in (doc or ""), name
+
+
+def test_leave_master_does_nothing_once_its_request_expired(modules):
+    left = modules.ha.leave_master(master="127.0.0.9", not_after=time.time() - 1)
+    assert left == {"master": "127.0.0.9", "fired": False, "late": True}
+    with pytest.raises(SaltInvocationError, match="not_after 'soon' is not a number"):
+        modules.ha.leave_master(master="127.0.0.9", not_after="soon")

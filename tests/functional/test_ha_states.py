@@ -72,6 +72,37 @@ def test_minion_failover_predicts_then_writes_a_lint_clean_dropin(states, config
     assert stat.S_IMODE(dropin.stat().st_mode) == 0o644
 
 
+@pytest.mark.parametrize(
+    "tcp_keepalive, written",
+    [
+        (None, {"tcp_keepalive": True, "tcp_keepalive_idle": 10, "tcp_keepalive_intvl": 2, "tcp_keepalive_cnt": 3}),
+        ({"idle": 20, "cnt": 5}, {"tcp_keepalive": True, "tcp_keepalive_idle": 20, "tcp_keepalive_intvl": 2, "tcp_keepalive_cnt": 5}),
+        (False, {}),
+    ],
+    ids=["default", "mapping", "off"],
+)
+def test_minion_failover_writes_the_keepalive_settings(states, config_dir, testmode, tcp_keepalive, written):
+    dropin = config_dir / "minion.d" / "ha-failover.conf"
+    kwargs = {} if tcp_keepalive is None else {"tcp_keepalive": tcp_keepalive}
+    ret = states.ha.minion_failover(name="ha-failover.conf", masters=MASTERS, test=testmode, **kwargs)
+    keepalive_changes = {key: value for key, value in ret.changes.items() if key.startswith("tcp_keepalive")}
+    assert keepalive_changes == {key: {"old": None, "new": value} for key, value in written.items()}
+    if testmode:
+        assert ret.result is None and not dropin.exists()
+        return
+    assert ret.result is True
+    on_disk = yaml.safe_load(dropin.read_text())
+    assert {key: value for key, value in on_disk.items() if key.startswith("tcp_keepalive")} == written
+    ids = [f["id"] for f in ha_lint.lint_options(on_disk)]
+    assert ("HA221" in ids) == (not written), ids  # Salt's defaults: a partitioned master keeps it ~16 min
+    again = states.ha.minion_failover(name="ha-failover.conf", masters=MASTERS, **kwargs)
+    assert again.result is True and again.changes == {}
+    if written:
+        off = states.ha.minion_failover(name="ha-failover.conf", masters=MASTERS, tcp_keepalive=False, test=True)
+        assert off.result is None
+        assert off.changes["tcp_keepalive_idle"] == {"old": written["tcp_keepalive_idle"], "new": None}
+
+
 def test_minion_failover_second_run_reports_no_changes_and_keeps_the_backup(states, config_dir):
     dropin = config_dir / "minion.d" / "ha-failover.conf"
     dropin.write_text("master: 127.0.0.1\n")
@@ -101,6 +132,10 @@ BAD_FAILOVER = [
     ({"returns_engine": {"max_age": 5}}, "ha_returns max_age 5 is not a whole number"),
     ({"returns_engine": {"directory": "ledger"}}, "ha_returns directory 'ledger' is not an absolute path"),
     ({"returns_engine": {"frobnicate": 1}}, "ha_returns has no option 'frobnicate'"),
+    ({"tcp_keepalive": "yes"}, "tcp_keepalive 'yes' is not True, False or a mapping of idle, intvl, cnt"),
+    ({"tcp_keepalive": {"idle": 2.5}}, "tcp_keepalive:idle 2.5 is not a whole number"),
+    ({"tcp_keepalive": {"cnt": 0}}, "tcp_keepalive:cnt 0 is out of range (1-127)"),
+    ({"tcp_keepalive": {"interval": 2}}, "tcp_keepalive key(s) 'interval' unknown"),
 ]
 
 

@@ -60,7 +60,7 @@ def test_synced_from_file_roots_without_the_pip_package(local_minion_config):
     assert synced.returncode == 0, synced.stderr
     result = json.loads(synced.stdout)["local"]
     assert "modules.ha" in result["modules"]
-    assert "engines.ha_returns" in result["engines"]
+    assert {"engines.ha_returns", "engines.ha_health"} <= set(result["engines"])
     assert {"utils.ha_probe", "utils.ha_endpoints", "utils.ha_lint"} <= set(result["utils"])
 
     beacons = run([sys.executable, str(LOAD_BEACONS), str(local_minion_config / "minion")])
@@ -68,6 +68,9 @@ def test_synced_from_file_roots_without_the_pip_package(local_minion_config):
     loaded = json.loads(beacons.stdout)
     assert loaded["beacons"] == ["ha.beacon", "ha.close", "ha.validate"], "the synced ha beacon does not load"
     assert "ha_returns.start" in loaded["engines"], "the synced ha_returns engine does not load"
+    assert "ha_health.start" not in loaded["engines"], "the master's ha_health engine loads on a minion"
+    assert "ha_health.start" in loaded["master_engines"], "the synced ha_health engine does not load on a master"
+    assert "ha_returns.start" not in loaded["master_engines"]
 
     status = salt_call_without_pip_pack(local_minion_config, "ha.status", "timeout=0.5")
     assert status.returncode == 0, status.stderr
@@ -88,7 +91,8 @@ def test_pip_wheel_carries_the_pack_and_its_entry_point(tmp_path):
         assert "[salt.loader]" in archive.read(entry_points).decode()
         metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     for member in (
-        "salt_ha/__init__.py", "salt_ha/_modules/ha.py", "salt_ha/_engines/ha_returns.py", "salt_ha/_utils/ha_probe.py"
+        "salt_ha/__init__.py", "salt_ha/_modules/ha.py", "salt_ha/_engines/ha_returns.py",
+        "salt_ha/_engines/ha_health.py", "salt_ha/_utils/ha_probe.py", "salt_ha/_utils/ha_health.py",
     ):
         assert member in names
     # Installing the pack never downgrades a host's Salt 3008 (the exact pin is this repo's constraints.txt).

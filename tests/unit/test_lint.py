@@ -12,9 +12,11 @@ import salt.config
 from salt.exceptions import SaltInvocationError
 
 import ha_failover_time
+import ha_keepalive
 import ha_lint
 import ha_lint_context
 import ha_lint_findings
+import ha_lint_frontdoor
 import ha_lint_keys
 import ha_lint_masters
 import ha_lint_network
@@ -25,7 +27,9 @@ import ha_minion_config
 from tests.unit import test_lint_keys
 
 README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
-RULE_MODULES = (ha_lint_masters, ha_lint_timing, ha_lint_network, ha_lint_options, ha_lint_returns, ha_lint_keys)
+RULE_MODULES = (
+    ha_lint_masters, ha_lint_timing, ha_lint_network, ha_lint_frontdoor, ha_lint_options, ha_lint_returns, ha_lint_keys,
+)
 
 M1 = "master1.example.com"
 M2 = "master2.example.com"
@@ -35,7 +39,11 @@ GOOD = {
     "master_type": "failover",
     "master_alive_interval": 10,
     "retry_dns": 0,
+    **ha_keepalive.RECOMMENDED,
 }
+NO_KEEPALIVE = {"tcp_keepalive_idle": None, "tcp_keepalive_intvl": None, "tcp_keepalive_cnt": None}
+VIP = "vip.example.com"
+FRONT_DOOR = {"master": VIP, "master_type": None}
 FAKE_DNS = {M1: ["127.10.0.1"], M2: ["127.10.0.2"], M3: ["127.10.0.3"], "twin.example.com": ["127.10.0.1"]}
 
 
@@ -142,6 +150,28 @@ RULE_CASES = [
     ("storm auth_timeout 2", {"auth_timeout": 2, "acceptance_wait_time": 2}, "HA802", "info", "auth_timeout", ["2 + 2 + 2 s"], "auth_timeout: 10"),
     ("storm master_tries", {"master_tries": 1}, "HA803", "warning", "master_tries", ["master_tries is 1", "exits"], "master_tries: -1"),
     ("storm master_tries 3", {"master_tries": 3}, "HA803", "warning", "master_tries", ["after 3 round(s)"], "master_tries: -1"),
+    # HA221-HA223: partitioned masters, TCP keepalive
+    ("keepalive defaults", NO_KEEPALIVE, "HA221", "info", "tcp_keepalive_idle", ["idle 300 s + 9 x 75 s", "Linux's defaults", "= 975 s", "988.6 s", "15.5 s", "hung master"], "tcp_keepalive: True, tcp_keepalive_idle: 10, tcp_keepalive_intvl: 2, tcp_keepalive_cnt: 3"),
+    ("keepalive idle 60", {"tcp_keepalive_idle": 60}, "HA221", "info", "tcp_keepalive_idle", ["idle 60 s + 3 x 2 s = 66 s"], "tcp_keepalive_idle: 10"),
+    ("keepalive off", {"tcp_keepalive": False}, "HA222", "warning", "tcp_keepalive", ["tcp_keepalive is False", "never left"], "tcp_keepalive: True"),
+    ("keepalive idle a float", {"tcp_keepalive_idle": 10.0}, "HA223", "error", "tcp_keepalive_idle", ["10.0", "whole numbers only"], "tcp_keepalive_idle: 10 (a whole number, unquoted)"),
+    ("keepalive cnt quoted", {"tcp_keepalive_cnt": "3"}, "HA223", "error", "tcp_keepalive_cnt", ["'3'"], "tcp_keepalive_cnt: 3"),
+    ("keepalive quoted on one master", {"master": M1, "master_type": None, "tcp_keepalive_intvl": "2"}, "HA223", "error", "tcp_keepalive_intvl", ["'2'"], "tcp_keepalive_intvl: 2"),
+    # HA311-HA319: front doors
+    ("one address undeclared", FRONT_DOOR, "HA311", "info", "master", [f"one master address ({VIP})", "no failover"], "ha: {front_door: vip} (or balancer, dns)"),
+    ("front door misspelled", {**FRONT_DOOR, "ha": {"front_door": "keepalived"}}, "HA312", "warning", "ha", ["'keepalived'", "vip, balancer, dns"], "front_door: vip"),
+    ("ha not a mapping", {**FRONT_DOOR, "ha": "vip"}, "HA312", "warning", "ha", ["ha is 'vip', not a mapping"], "front_door"),
+    ("front door with a failover list", {"ha": {"front_door": "vip"}}, "HA313", "warning", "ha", ["failover list (2 masters", "ignored"], "remove ha:front_door"),
+    ("vip without short keepalive", {**FRONT_DOOR, **NO_KEEPALIVE, "ha": {"front_door": "vip"}}, "HA314", "warning", "tcp_keepalive_idle", ["= 975 s", "vip front door", "8.5 s"], "tcp_keepalive_idle: 10"),
+    ("dns with keepalive off", {**FRONT_DOOR, "tcp_keepalive": False, "ha": {"front_door": "dns"}}, "HA314", "error", "tcp_keepalive", ["never breaks", "dns front door"], "tcp_keepalive: True"),
+    ("balancer keepalive", {**FRONT_DOOR, **NO_KEEPALIVE, "ha": {"front_door": "balancer"}}, "HA314", "warning", "tcp_keepalive_idle", ["balancer's own failure", "HA317"], "tcp_keepalive_cnt: 3"),
+    ("front door keys", {**FRONT_DOOR, "ha": {"front_door": "vip"}}, "HA315", "info", "master", ["same master.pem", "accepted on every master"], "ha.readiness"),
+    ("front door keys signing", {**FRONT_DOOR, "ha": {"front_door": "balancer"}, "verify_master_pubkey_sign": True}, "HA315", "info", "master", ["master pubkey signing is on"], "ha.master_signing"),
+    ("front door no monitor", {**FRONT_DOOR, "ha": {"front_door": "vip"}, "zmq_monitor": False, "master_alive_interval": None}, "HA316", "error", "zmq_monitor", ["never signs in"], "zmq_monitor: True"),
+    ("balancer sessions", {**FRONT_DOOR, "ha": {"front_door": "balancer"}}, "HA317", "info", "ha", ["reach the balancer, not the master"], "on-marked-down shutdown-sessions"),
+    ("dns name", {**FRONT_DOOR, "ha": {"front_door": "dns"}}, "HA318", "info", "master", [f"a DNS front door ({VIP})", "dns_check", "the ha beacon does"], "TTL"),
+    ("dns on an address", {**FRONT_DOOR, "master": "10.0.0.9", "ha": {"front_door": "DNS"}}, "HA318", "warning", "master", ["the address 10.0.0.9", "never moves"], "DNS name"),
+    ("vip health", {**FRONT_DOOR, "ha": {"front_door": "vip"}}, "HA319", "info", "ha", [f"keepalived VIP ({VIP})", "frozen master"], "curl -fsS -m 1 http://127.0.0.1:4510/health"),
 ]
 
 
@@ -177,6 +207,13 @@ QUIET_CASES = [
     ("storm master_tries forever", {"master_tries": -1}, "master_tries"),
     ("storm master_tries 0 is forever", {"master_tries": 0}, "master_tries"),
     ("storm settings without failover", {"master": M1, "master_type": None, "master_tries": 1, "acceptance_wait_time": 10}, "master_tries"),
+    # HA221, HA222, HA314: short keepalive (or none asked for: one master without a front door)
+    ("keepalive recommended", {}, "tcp_keepalive_idle"),
+    ("keepalive 20 + 3 x 3", {"tcp_keepalive_idle": 20, "tcp_keepalive_intvl": 3}, "tcp_keepalive_idle"),
+    ("keepalive off on one master", {"master": M1, "master_type": None, "tcp_keepalive": False}, "tcp_keepalive"),
+    ("keepalive defaults on one master", {"master": M1, "master_type": None, **NO_KEEPALIVE}, "tcp_keepalive_idle"),
+    ("front door with recommended keepalive", {**FRONT_DOOR, "ha": {"front_door": "vip"}}, "tcp_keepalive_idle"),
+    ("front door with the alive job", {**FRONT_DOOR, "ha": {"front_door": "vip"}, "zmq_monitor": False}, "zmq_monitor"),
 ]
 
 
@@ -485,3 +522,45 @@ def test_each_rule_returns_only_the_ids_it_declares_and_every_id_is_reachable(tm
             produced |= ids
     produced.add(ha_failover_time.estimate_finding(GOOD)["id"])
     assert produced == set(ha_lint_findings.FINDING_TITLES)
+
+
+# --- HA901: partitioned masters and front doors ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "changes, partitioned, in_message",
+    [
+        ({}, 18.5, ["18.5 s when a master is partitioned", "idle 10 s + 3 x 2 s", "2 s connect test", "+2 s per further partitioned master"]),
+        (NO_KEEPALIVE, 977.5, ["977.5 s when a master is partitioned", "Linux's defaults"]),
+        ({"tcp_keepalive": False}, None, ["never when a master is partitioned (drops packets silently: tcp_keepalive is off"]),
+        ({"master": [f"{M1}:4506", f"{M2}:4506"]}, 23.5, ["23.5 s when a master is partitioned"]),
+        ({"master_type": None}, None, ["never when a master is partitioned either"]),
+    ],
+)
+def test_estimate_tells_a_partition_from_a_hang(changes, partitioned, in_message):
+    estimate = ha_failover_time.estimate_failover_seconds(config(**changes))
+    assert estimate["partitioned_master"] == partitioned
+    assert estimate["hung_master"] is None and estimate["per_partitioned_master"] == 2.0
+    last = lint(config(**changes))[-1]
+    assert last["id"] == "HA901"
+    assert all(text in last["message"] for text in in_message), last["message"]
+    assert "never when a master hangs" in last["message"]
+    assert "tcp_keepalive_idle: 10" in last["suggestion"]
+
+
+@pytest.mark.parametrize("topology", ["vip", "balancer", "dns"])
+def test_estimate_behind_a_front_door(topology):
+    opts = config(**FRONT_DOOR, ha={"front_door": topology})
+    assert ha_failover_time.estimate_failover_seconds(opts)["front_door"] == topology
+    findings = lint(opts)
+    assert [f["id"] for f in findings if f["id"] in ("HA311", "HA312", "HA313", "HA314", "HA316")] == []
+    last = findings[-1]
+    assert last["message"].startswith(f"estimated worst-case failover behind the {topology} front door: ")
+    assert "up to 16 s until TCP keepalive (idle 10 s + 3 x 2 s)" in last["message"]
+    assert ("a frozen master behind DNS is never left" in last["message"]) == (topology == "dns")
+    off = lint(config(**FRONT_DOOR, ha={"front_door": topology}, tcp_keepalive=False))[-1]
+    assert "never (tcp_keepalive is off" in off["message"]
+
+
+def test_a_front_door_declared_on_a_failover_list_changes_no_estimate():
+    assert ha_failover_time.estimate_failover_seconds(config(ha={"front_door": "vip"}))["front_door"] is None

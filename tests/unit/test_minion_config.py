@@ -23,6 +23,8 @@ RUNNING_OPTIONS = {
 FAILOVER_DROPIN = (
     "master: [master1.example.com, master2.example.com]\nmaster_type: failover\n"
     "master_alive_interval: 10\nretry_dns: 0\n"
+    # the recommended TCP keepalive (HA221 otherwise)
+    "tcp_keepalive: True\ntcp_keepalive_idle: 10\ntcp_keepalive_intvl: 2\ntcp_keepalive_cnt: 3\n"
 )
 
 
@@ -208,6 +210,7 @@ def test_a_dropin_salt_cannot_read_is_an_error_naming_file_and_problem(minion_di
     assert "\n" not in found["message"]
     assert written_keys(minion_dir / "minion") == {
         "id", "master", "master_type", "master_alive_interval", "retry_dns",
+        "tcp_keepalive", "tcp_keepalive_idle", "tcp_keepalive_intvl", "tcp_keepalive_cnt",
     }
 
 
@@ -341,3 +344,11 @@ def test_sources_hold_each_files_own_options_in_salts_order(minion_dir):
     assert read.sources[1].options == {"engines": ["bar"], "include": "../nested.conf"}
     assert [s.path for s in ha_minion_config.kept_sources(read.sources, "engines")] == [str(minion_dir / "minion.d" / "b.conf")]
     assert ha_minion_config.kept_sources(read.sources, "beacons") == []
+
+
+def test_daemon_options_keep_the_running_absolute_paths_for_relative_written_ones():
+    # Salt prefixes root_dir to a relative cachedir/pki_dir; the written file still says "cache"
+    running = {"cachedir": "/srv/minion/cache", "pki_dir": "/srv/minion/pki", "root_dir": "/srv/minion"}
+    merged = ha_minion_config.daemon_options(running, {"cachedir": "cache", "pki_dir": "/etc/other/pki"})
+    assert merged["cachedir"] == "/srv/minion/cache"
+    assert merged["pki_dir"] == "/etc/other/pki"

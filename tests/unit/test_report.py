@@ -61,11 +61,13 @@ def test_probe_findings_down_master():
     assert found["suggestion"]
 
 
-def test_probe_findings_hung_connected_master():
+def test_probe_findings_hung_or_partitioned_connected_master():
     masters = [entry(M1, up=False, connected=True, error="no answer"), entry(M2)]
     (found,) = ha_report.probe_findings(masters, M1)
     assert found["severity"] == "error"
-    assert f"connected to {M1!r}, which does not answer: no answer" in found["message"]
+    assert f"connected to {M1!r}, which does not answer (hung or partitioned): no answer" in found["message"]
+    assert "a partitioned one only when TCP keepalive aborts the connection" in found["message"]
+    assert "tcp_keepalive: True, tcp_keepalive_idle: 10, tcp_keepalive_intvl: 2, tcp_keepalive_cnt: 3" in found["suggestion"]
 
 
 def test_probe_findings_no_daemon():
@@ -105,7 +107,7 @@ def test_probe_findings_show_values_escaped():
     found = ha_report.probe_findings(masters, FORGED, "pid\nfile")
     messages = [f["message"] for f in found]
     assert all("\n" not in m and "\r" not in m for m in messages), messages
-    assert f"connected to {FORGED!r}, which does not answer: ret port 4506: bad\\nanswer" in messages[0]
+    assert f"connected to {FORGED!r}, which does not answer (hung or partitioned): ret port 4506: bad\\nanswer" in messages[0]
     assert messages[1] == f"master {M2!r} is down: x\\ry"
     assert messages[2].endswith("connected to: pid\\nfile")
 
@@ -179,7 +181,7 @@ NAGIOS_CASES = [
     (
         "connected down",
         [entry(M1, up=False, connected=True), entry(M2)],
-        [], None, None, 2, "CRITICAL", f"connected master {M1} does not answer",
+        [], None, None, 2, "CRITICAL", f"connected master {M1} does not answer (hung or partitioned)",
     ),
     ("other down", [entry(M1, connected=True), entry(M2, up=False)], [], None, None, 1, "WARNING", "a master is down"),
     ("single master", [entry(M1, connected=True)], [], None, None, 1, "WARNING", "failover not ready"),

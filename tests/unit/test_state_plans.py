@@ -13,6 +13,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
+import ha_keepalive
 import ha_keys
 import ha_lint
 import ha_minion_config
@@ -69,9 +70,14 @@ def test_failover_options_render_a_dropin_lint_finds_nothing_wrong_in():
         "retry_dns": 0,
         "random_master": False,
     }
-    rendered = yaml.safe_load(ha_state.render_yaml(options, "ha.minion_failover"))
+    # ha.minion_failover adds the TCP keepalive settings (tcp_keepalive=True, its default).
+    rendered = yaml.safe_load(
+        ha_state.render_yaml({**options, **ha_keepalive.RECOMMENDED}, "ha.minion_failover")
+    )
     findings = ha_lint.lint_options(rendered, resolver=None)
     assert [f["severity"] for f in findings] == ["info"], findings
+    without = ha_lint.lint_options(yaml.safe_load(ha_state.render_yaml(options, "ha.minion_failover")))
+    assert [f["id"] for f in without] == ["HA221", "HA901"]
 
 
 def test_failover_options_without_failback_leave_the_failback_interval_out():

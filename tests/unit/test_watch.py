@@ -539,6 +539,12 @@ def test_a_master_that_stalls_for_less_than_hang_seconds_is_not_left():
             assert leave is None
         memory, events, leave = ha_watch.tick(memory, worker_entries(), A, A, since + 2, HANG_2S)
         assert leave is None and memory["hang"] is None
+        # A answers again: its connection stays under check, events held back for VERIFY_SECONDS.
+        assert events == [] and memory["suspect"] == {"master": A, "since": since + 0.5, "answered": since + 2}
+        memory, events, leave = ha_watch.tick(
+            memory, worker_entries(), A, A, since + 2 + ha_watch.VERIFY_SECONDS, HANG_2S
+        )
+        assert leave is None and memory["suspect"] is None
         assert [event["transition"] for event in events] == ["degraded", "recovered"]  # held, then released
 
 
@@ -764,3 +770,79 @@ def test_a_forked_process_inherits_no_running_worker(answering_master, worker_na
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert worker_name in ha_watch.running_workers()  # the parent's worker runs on
+
+
+# --- front doors: the connection in doubt, a name that moved ----------------------------
+
+
+def test_the_connected_master_is_suspect_from_its_first_failed_probe_until_it_answered_verify_seconds():
+    memory, _, _ = ha_watch.tick(None, worker_entries(), A, A, 100.0, HANG_2S)
+    assert memory["suspect"] is None
+    memory, _, _ = ha_watch.tick(memory, worker_entries(up_a=False, silence_a=silent(100.5, 0.5)), A, A, 101.0, HANG_2S)
+    assert memory["suspect"] == {"master": A, "since": 101.0, "answered": None}
+    for now in (102.0, 102.0 + ha_watch.VERIFY_SECONDS - 0.1):
+        memory, events, _ = ha_watch.tick(memory, worker_entries(), A, A, now, HANG_2S)
+        assert memory["suspect"] == {"master": A, "since": 101.0, "answered": 102.0}
+        assert events == []
+    memory, events, _ = ha_watch.tick(memory, worker_entries(), A, A, 102.0 + ha_watch.VERIFY_SECONDS, HANG_2S)
+    assert memory["suspect"] is None
+    assert [event["transition"] for event in events] == ["degraded", "recovered"]
+
+
+def test_a_new_connected_master_is_not_suspect():
+    memory, _, _ = ha_watch.tick(None, worker_entries(), A, A, 100.0, HANG_2S)
+    memory, _, _ = ha_watch.tick(memory, worker_entries(up_a=False, silence_a=silent(100.5, 0.5)), A, A, 101.0, HANG_2S)
+    memory, _, _ = ha_watch.tick(memory, worker_entries(up_a=False, silence_a=silent(100.5, 1.5)), B, A, 102.0, HANG_2S)
+    assert memory["suspect"] is None
+
+
+def named_entry(addresses, up=True):
+    return {"master": "salt.lab", "host": "salt.lab", "addresses": list(addresses), "ret_port": 4506,
+            "publish_port": 4505, "up": up, "error": None, "fault": False, "silence": None}
+
+
+@pytest.mark.parametrize(
+    ("previous", "now", "up", "remotes", "moved"),
+    [
+        ([A], [B], True, {(A, 4505), (A, 4506)}, True),  # DNS switched, the minion still on A
+        ([A], [B], True, {(B, 4505)}, False),  # already reconnected
+        ([A], [A, B], True, {(A, 4505)}, False),  # A still among the addresses
+        ([A], [A], True, {(A, 4505)}, False),  # nothing changed
+        (None, [B], True, {(A, 4505)}, False),  # first tick: unknown before
+        ([A], [B], False, {(A, 4505)}, False),  # the new address does not answer: no reason to go there
+        ([A], [B], True, set(), False),  # no publish connection at all: Salt is reconnecting
+        (["::ffff:" + A], [A], True, {(A, 4505)}, False),  # mapped IPv4 is the same address
+    ],
+)
+def test_address_moved(previous, now, up, remotes, moved):
+    assert ha_watch.address_moved(previous, named_entry(now, up), remotes) is moved
+
+
+def test_a_name_that_now_resolves_elsewhere_is_left_once_to_reconnect():
+    remotes = {(A, 4505)}
+    memory, _, leave = ha_watch.tick(None, [named_entry([A])], "salt.lab", "salt.lab", 100.0, HANG_2S, remotes)
+    assert leave is None
+    memory, _, leave = ha_watch.tick(memory, [named_entry([B])], "salt.lab", "salt.lab", 101.0, HANG_2S, remotes)
+    assert leave == "salt.lab"
+    memory, _, leave = ha_watch.tick(memory, [named_entry([B])], "salt.lab", "salt.lab", 102.0, HANG_2S, remotes)
+    assert leave is None  # the addresses did not change again
+    # Without the socket view (ha.watch by hand) a moved name is never acted on.
+    memory, _, leave = ha_watch.tick(memory, [named_entry([A])], "salt.lab", "salt.lab", 103.0, HANG_2S)
+    assert leave is None
+
+
+def test_an_address_that_changed_host_makes_the_connected_master_suspect_for_verify_seconds():
+    entries = [dict(entry(A, A), up=True, silence=None), dict(entry(B, B), up=True, silence=None)]
+    table = {A: "02:00:00:00:00:0a"}
+    memory, _, _ = ha_watch.tick(None, entries, A, A, 100.0, HANG_2S, neighbours=lambda addresses: dict(table))
+    memory, _, _ = ha_watch.tick(memory, entries, A, A, 101.0, HANG_2S, neighbours=lambda addresses: dict(table))
+    assert memory["suspect"] is None  # first sight and same host: nothing
+    table[A] = "02:00:00:00:00:0b"  # the VIP moved (gratuitous ARP), every probe answered
+    memory, _, _ = ha_watch.tick(memory, entries, A, A, 102.0, HANG_2S, neighbours=lambda addresses: dict(table))
+    assert memory["suspect"] == {"master": A, "since": 102.0, "answered": 102.0}
+    memory, _, _ = ha_watch.tick(memory, entries, A, A, 103.0, HANG_2S, neighbours=lambda addresses: dict(table))
+    assert memory["suspect"]["master"] == A
+    memory, _, _ = ha_watch.tick(
+        memory, entries, A, A, 102.0 + ha_watch.VERIFY_SECONDS, HANG_2S, neighbours=lambda addresses: dict(table)
+    )
+    assert memory["suspect"] is None
