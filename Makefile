@@ -41,8 +41,8 @@ postgres:
 # nftables (tests/support/netns_lab.py). Installed only when missing, and only as root
 # with apt-get (one apt-get update for all of them); otherwise, or when the install
 # fails, those tests are skipped and say why.
-NETNS_LAB_PACKAGES := keepalived haproxy nftables dnsmasq-base iproute2
-NETNS_LAB_TOOLS := keepalived haproxy nft dnsmasq ip
+NETNS_LAB_PACKAGES := keepalived haproxy nftables dnsmasq-base iproute2 curl
+NETNS_LAB_TOOLS := keepalived haproxy nft dnsmasq ip curl
 netns-lab:
 	@missing=""; for tool in $(NETNS_LAB_TOOLS); do \
 		PATH="$$PATH:/usr/sbin:/sbin" command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; \
@@ -71,6 +71,7 @@ bench: venv
 	$(PY) bench/sync_keys.py
 	$(PY) bench/returns.py
 	$(PY) bench/storm.py
+	$(PY) bench/drill.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .demo

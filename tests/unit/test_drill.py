@@ -330,3 +330,41 @@ def test_the_health_endpoint_serves_the_drill_families(tmp_path):
     text = ha_health.metrics_text(ctx, providers=(ha_health.drill_metrics,))
     assert 'salt_ha_drill_rto_seconds{master="m1",mode="minion",quantile="0.95"} 0.75' in text
     assert 'salt_ha_drill_failed_minions{master="m1",mode="minion"} 2.0' in text
+
+
+class FakePeer:
+    """A peer master whose answers the test decides (no salt-api): ``ha_drill_run.Master``'s interface."""
+
+    def __init__(self, name, answers):
+        self.name, self.answers, self.is_local, self.calls = name, list(answers), False, 0
+
+    def call(self, action, seconds=None, **kwargs):
+        self.calls += 1
+        if self.answers.pop(0) if self.answers else True:
+            return {"master": self.name, "now": time.time()}
+        raise CommandExecutionError(f"peer {self.name}: unreachable")
+
+
+def test_the_monitor_names_a_master_that_stops_answering(monkeypatch):
+    monkeypatch.setattr(ha_drill_run, "MONITOR_INTERVAL", 0.05)
+    steady, failing = FakePeer("b", [True] * 1000), FakePeer("c", [True, False, False, False, False] + [False] * 1000)
+    target = FakePeer("a", [False] * 1000)
+    monitor = ha_drill_run.Monitor({}, {"a": target, "b": steady, "c": failing}, target="a")
+    monitor.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not monitor.down:
+        time.sleep(0.02)
+    monitor.stop()
+    monitor.join(5)
+    assert monitor.down == {"c"} and target.calls == 0 and steady.calls >= 3
+
+
+def test_one_missed_check_is_not_a_master_down(monkeypatch):
+    monkeypatch.setattr(ha_drill_run, "MONITOR_INTERVAL", 0.05)
+    flaky = FakePeer("b", [True, False, True, False, True, False, True] * 100)
+    monitor = ha_drill_run.Monitor({}, {"b": flaky})
+    monitor.start()
+    time.sleep(1)
+    monitor.stop()
+    monitor.join(5)
+    assert monitor.down == set() and flaky.calls >= 5
