@@ -46,15 +46,21 @@ class DrillRunning(CommandExecutionError):
     """Another drill holds this master's drill lock."""
 
 
+def _locked(handle):
+    """Take the exclusive lock on ``handle`` without waiting: False when another process holds it."""
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        if err.errno not in (errno.EAGAIN, errno.EACCES):
+            raise CommandExecutionError(f"cannot lock {handle.name}: {err}") from err
+        return False
+    return True
+
+
 def running(opts):
     """The drill running on this master (``{"id", "pid", "since"}``), or None."""
-    path = drill_dir(opts, LOCK)
-    with open(path, "a+", encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            if err.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
+    with open(drill_dir(opts, LOCK), "a+", encoding="utf-8") as handle:
+        if not _locked(handle):
             return _read_json(drill_dir(opts, RUNNING)) or {"id": None, "pid": None, "since": None}
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
     return None
@@ -63,20 +69,15 @@ def running(opts):
 @contextlib.contextmanager
 def drill_lock(opts, drill_id):
     """Hold this master's drill lock for the block; :class:`DrillRunning` when another drill has it."""
-    path = drill_dir(opts, LOCK)
-    with open(path, "a+", encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            if err.errno not in (errno.EAGAIN, errno.EACCES):
-                raise CommandExecutionError(f"cannot lock {path}: {err}") from err
+    with open(drill_dir(opts, LOCK), "a+", encoding="utf-8") as handle:
+        if not _locked(handle):
             holder = _read_json(drill_dir(opts, RUNNING)) or {}
-            raise DrillRunning(f"drill {holder.get('id')} (pid {holder.get('pid')}) is running on this master") from err
+            raise DrillRunning(f"drill {holder.get('id')} (pid {holder.get('pid')}) is running on this master")
         try:
             ha_files.atomic_write(drill_dir(opts, RUNNING),
                                   json.dumps({"id": drill_id, "pid": os.getpid(), "since": time.time()}),
                                   mode=0o600, backup=False)
-            yield path
+            yield handle.name
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(drill_dir(opts, RUNNING))

@@ -279,11 +279,8 @@ def readiness_gate(opts, peers, masters, canaries, origins, progress, unanswered
         return ha_drill.gate("minions_ready", False, "not checked: not every master answers",
                              "bring every master back, then run the drill again")
     inventories, unreachable = ha_sync.inventories(opts, peers, progress, trees=False, keys=True)
-    by_master = {}
-    for minion_id in canaries:
-        by_master.setdefault(origins[minion_id], []).append(minion_id)
     lint = {}
-    for name, minion_ids in by_master.items():
+    for name, minion_ids in grouped_by_master(canaries, origins):
         try:
             lint.update(masters[name].call("lint", seconds=ha_drill_local.LINT_TIMEOUT, minions=minion_ids)["lint"])
         except Exception as err:  # pylint: disable=broad-except  (reported as the minions' reason)
@@ -403,13 +400,18 @@ def measure(masters, watch, minions, origins, t0, budget):
     return lines
 
 
+def grouped_by_master(minions, where):
+    """``[(master, [minions on it])]`` sorted by master, from ``where`` (``{minion: master}``)."""
+    groups = {}
+    for minion_id in sorted(minions):
+        groups.setdefault(where[minion_id], []).append(minion_id)
+    return sorted(groups.items())
+
+
 def leave_through(masters, minions, current, budget):
     """Publish ``ha.leave_master`` to each minion through the master it is on: ``{minion: leave time}``."""
-    by_master = {}
-    for minion_id in minions:
-        by_master.setdefault(current[minion_id], []).append(minion_id)
     sent = {}
-    for name, minion_ids in sorted(by_master.items()):
+    for name, minion_ids in grouped_by_master(minions, current):
         answer = masters[name].call("leave", minions=minion_ids, not_after=time.time() + budget)
         when = masters[name].local_time(answer.get("published_at")) or time.time()
         sent.update((minion_id, when) for minion_id in minion_ids)
@@ -458,11 +460,8 @@ def relocate(masters, minions, origins):
 
 def publish_probe(masters, minions, origins, seconds):
     """A ``test.sleep`` job for every minion, through its master, to be in flight at the fault: ``{jid: [minions]}``."""
-    by_master = {}
-    for minion_id in minions:
-        by_master.setdefault(origins[minion_id], []).append(minion_id)
     jobs = {}
-    for name, minion_ids in sorted(by_master.items()):
+    for name, minion_ids in grouped_by_master(minions, origins):
         answer = masters[name].call("publish", minions=minion_ids, fun="test.sleep", arg=[seconds])
         if answer.get("jid"):
             jobs[answer["jid"]] = sorted(minion_ids)
@@ -636,24 +635,37 @@ def clock_notes(masters, tolerance=CLOCK_TOLERANCE):
             if master.offset is not None and abs(master.offset) - master.offset_rtt / 2 > tolerance]
 
 
+def run_fault(drill, found, canaries, watching, fault, what):
+    """
+    Start the watchers on the masters ``watching`` and the monitor, call ``fault()``
+    (it returns ``{minion: fault time}``), wait for the answers (``budget``) and
+    measure: ``(report lines, abort reason or None)``. A fault that fails aborts.
+    """
+    request, masters = drill.request, drill.masters
+    watch = Watch(masters, watchers_for(masters, watching, canaries, found.origins), request.budget)
+    monitor = Monitor(drill.opts, {name: masters[name] for name in watching})
+    monitor.start()
+    try:
+        t0 = fault()
+        watch.wait(request.budget, monitor)
+    except Exception as err:  # pylint: disable=broad-except  (the drill aborts and restores)
+        lines = {m: ha_drill.minion_entry(found.origins[m], error=f"{what} failed: {err}") for m in canaries}
+        return lines, f"{what} failed: {err}"
+    finally:
+        monitor.stop()
+    lines = measure(masters, watch, canaries, found.origins, t0, request.budget)
+    return lines, ha_drill.stop_reason(lines, request, monitor.down)
+
+
 def fault_minion(drill, found, canaries):
     """Mode minion: the canaries leave their master; ``(report lines, abort reason)``."""
-    request, masters = drill.request, drill.masters
-    watch = Watch(masters, watchers_for(masters, found.up(), canaries, found.origins), request.budget)
-    monitor = Monitor(drill.opts, {name: masters[name] for name in found.up()})
-    monitor.start()
-    time.sleep(LEAD)
-    drill.events.say(f"{len(canaries)} minion(s) leave their master", minions=canaries)
-    try:
-        t0 = leave_through(masters, canaries, found.origins, request.budget)
-    except Exception as err:  # pylint: disable=broad-except  (the drill aborts and restores)
-        monitor.stop()
-        lines = {m: ha_drill.minion_entry(found.origins[m], error=f"leave failed: {err}") for m in canaries}
-        return lines, f"could not make the minions leave: {err}"
-    watch.wait(request.budget, monitor)
-    monitor.stop()
-    lines = measure(masters, watch, canaries, found.origins, t0, request.budget)
-    aborted = ha_drill.stop_reason(lines, request, monitor.down)
+
+    def leave():
+        time.sleep(LEAD)  # the watchers are pinging by now
+        drill.events.say(f"{len(canaries)} minion(s) leave their master", minions=canaries)
+        return leave_through(drill.masters, canaries, found.origins, drill.request.budget)
+
+    lines, aborted = run_fault(drill, found, canaries, found.up(), leave, "the leave")
     if aborted:
         drill.events.say(f"aborted: {aborted}")
     return lines, aborted
@@ -663,26 +675,19 @@ def fault_hang(drill, found, canaries):
     """Mode hang: the target freezes; ``(report lines, abort reason, target answers again)``."""
     request, masters = drill.request, drill.masters
     target = drill.target_name()
-    others = [name for name in found.up() if name != target]
-    watch = Watch(masters, watchers_for(masters, others, canaries, found.origins), request.budget)
-    monitor = Monitor(drill.opts, {name: masters[name] for name in others})
-    monitor.start()
-    drill.events.say(f"{target} freezes for {request.duration:g} s; {len(canaries)} minion(s) on it",
-                     minions=canaries)
-    try:
+    thaw = {}
+
+    def freeze():
+        drill.events.say(f"{target} freezes for {request.duration:g} s; {len(canaries)} minion(s) on it",
+                         minions=canaries)
         answer = masters[target].call("freeze", drill_id=drill.drill_id, duration=request.duration, delay=LEAD)
-    except Exception as err:  # pylint: disable=broad-except  (the drill aborts; nothing was frozen)
-        monitor.stop()
-        lines = {m: ha_drill.minion_entry(target, error=f"freeze failed: {err}") for m in canaries}
-        return lines, f"could not freeze {target}: {err}", True
-    freeze_at = masters[target].local_time(answer["freeze_at"])
-    thaw_at = masters[target].local_time(answer["thaw_at"])
-    drill.events.holding = masters[target].is_local
-    watch.wait(request.budget, monitor)
-    monitor.stop()
-    lines = measure(masters, watch, canaries, found.origins, {m: freeze_at for m in canaries}, request.budget)
-    aborted = ha_drill.stop_reason(lines, request, monitor.down)
-    thawed = wait_for_thaw(drill, target, thaw_at)
+        thaw["at"] = masters[target].local_time(answer["thaw_at"])
+        drill.events.holding = masters[target].is_local  # this master's bus is frozen with it
+        return dict.fromkeys(canaries, masters[target].local_time(answer["freeze_at"]))
+
+    others = [name for name in found.up() if name != target]
+    lines, aborted = run_fault(drill, found, canaries, others, freeze, f"the freeze of {target}")
+    thawed = wait_for_thaw(drill, target, thaw["at"]) if "at" in thaw else True
     drill.events.holding = False
     drill.events.flush()
     if aborted:

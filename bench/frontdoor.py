@@ -80,14 +80,7 @@ def build(lab):
     for door in DOORS:
         fdl.add_minion(fd, minion_id(door, "stock"), masters[door])
         fdl.add_minion(fd, minion_id(door, "salt-ha"), masters[door], SALT_HA)
-    fdl.start_masters(fd)
-    fdl.start_keepalived(fd, "a")
-    fdl.wait_single_holder(fd, "a", timeout=30, stable=0.5)
-    fdl.start_keepalived(fd, "b")
-    fdl.start_haproxy(fd)
-    fdl.start_dnsmasq(fd, fd.name, fd.a.address)
-    for minion in fd.salt.minions:
-        fd.salt.start_minion(minion)
+    fdl.start_front_doors(fd)
     fd.client("a")
     fd.client("b")
     return fd

@@ -235,6 +235,18 @@ def switch_dns(fd, name, address):
 # --- Salt ---------------------------------------------------------------------------
 
 
+def start_front_doors(fd):
+    """Masters, keepalived on A (the first VIP holder) then B, HAProxy, dnsmasq (the name on A), then the minions."""
+    start_masters(fd)
+    start_keepalived(fd, "a")
+    wait_single_holder(fd, "a", timeout=30, stable=0.5)
+    start_keepalived(fd, "b")
+    start_haproxy(fd)
+    start_dnsmasq(fd, fd.name, fd.a.address)
+    for minion in fd.salt.minions:
+        fd.salt.start_minion(minion)
+
+
 def add_minion(fd, minion_id, master, options=None):
     """A minion on the minion host with ``master`` (an address, a name or a list) and ``options``."""
     config = {"master": master, **MINION_BASE, **(options or {})}
