@@ -111,7 +111,7 @@ def test_abort_when_a_minion_cannot_rehome_in_budget(lab, event_listener):
     started = beacon_lab.utc_now()
     result = {}
     runner = threading.Thread(
-        target=lambda: result.update(report=rlab.salt_run(a, "ha.drill", "count=3", "budget=6", "seed=2")),
+        target=lambda: result.update(report=rlab.salt_run(a, "ha.drill", "count=3", "budget=12", "seed=2")),
         daemon=True,
     )
     runner.start()
@@ -124,7 +124,7 @@ def test_abort_when_a_minion_cannot_rehome_in_budget(lab, event_listener):
         runner.join(120)
     report = result["report"]
     assert report["result"] is False
-    assert report["aborted"].startswith("1 minion(s) did not answer through another master within 6 s")
+    assert report["aborted"].startswith("1 minion(s) did not answer through another master within 12 s")
     assert report["failed"] == ["ha-drill-m3"]
     assert report["minions"]["ha-drill-m3"]["ok"] is False
     moved = [m for m in MINIONS if m != "ha-drill-m3"]
