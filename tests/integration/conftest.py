@@ -11,15 +11,12 @@ from tests.support import lab as lablib
 
 @pytest.fixture(scope="module")
 def ha_lab(salt_factories, tmp_path_factory):
-    """A running two-master lab shared by the non-destructive tests of a module."""
+    """
+    A running two-master lab shared by the tests of a module. A test that kills a
+    master runs last, or the module brings the lab back before each test
+    (:func:`tests.support.lab.bring_back`).
+    """
     lab = lablib.two_master_lab(salt_factories, tmp_path_factory.mktemp("lab"), "ha-minion-1")
     with lablib.RunningDaemons(lablib.daemons(lab)):
         yield lab
 
-
-@pytest.fixture
-def fresh_lab(salt_factories, tmp_path):
-    """A running lab of its own, for tests that kill a master."""
-    lab = lablib.two_master_lab(salt_factories, tmp_path, "ha-minion-kill")
-    with lablib.RunningDaemons(lablib.daemons(lab)):
-        yield lab

@@ -138,7 +138,7 @@ def test_restarted_minion_delivers_the_return_it_held(salt_factories, tmp_path, 
     lab = rlab.start_lab(salt_factories, tmp_path, ["ret-restart"])
     master_a, master_b = lab.masters["a"], lab.masters["b"]
     minion = lab.minions["ret-restart"]
-    with lablib.RunningDaemons([master_a, minion]):
+    with lablib.RunningDaemons([master_a, minion], graceful=True):  # the minion's stop is the scenario
         _connected_to_a(lab, [minion.id])
         jid = rlab.publish_async(master_a, [minion.id], "test.sleep", 2)
         time.sleep(0.5)

@@ -179,7 +179,7 @@ def restartable_minion_lab(salt_factories, tmp_path):
             time.sleep(0.2)
             pid = state_lab.pidfile_pid(minion)
         if pid not in (None, foreground_pid):
-            state_lab.stop_pid_tree(pid)
+            state_lab.stop_pid_tree(pid, seconds=0)  # the test is over: no SIGTERM stop to wait for
 
 
 def test_restart_true_restarts_a_real_minion_which_then_fails_over(restartable_minion_lab):

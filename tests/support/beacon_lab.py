@@ -4,6 +4,7 @@ options, event waits on the masters' buses, and the figures the tests measure.
 """
 
 import pathlib
+import time
 from datetime import datetime, timezone
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
@@ -53,6 +54,29 @@ def wait_for_event(event_listener, master, tag, after, timeout):
 def events_since(event_listener, master, tag, after):
     """Every event ``tag`` on ``master``'s bus after POSIX time ``after`` (no wait)."""
     return sorted(event_listener.get_events([(master.id, tag)], after_time=after), key=lambda e: e.stamp)
+
+
+def wait_until_settled(event_listener, master, minion_id, after, timeout):
+    """
+    Bounded: until the beacon of ``minion_id`` has reported its connection on
+    ``master``'s bus after POSIX time ``after`` (its first ticks are done) and its
+    latest health event since then, if any, says every master is up. A test that
+    freezes a master before that sees the beacon's start-up instead (``from``
+    None). True when it did within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if events_since(event_listener, master, beacon_tag(minion_id, "connected"), after):
+            health = [
+                event
+                for transition in ("degraded", "lost", "recovered")
+                for event in events_since(event_listener, master, beacon_tag(minion_id, transition), after)
+            ]
+            if not health or max(health, key=lambda event: event.stamp).data["to"] == "ok":
+                return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
 
 
 def seconds_after(event, started):

@@ -14,12 +14,14 @@ would otherwise accept every pending key on every master it manages, which hides
 the commonest failover bug (key pending on B).
 """
 
+import concurrent.futures
 import contextlib
 import logging
 import os
 import pathlib
 import signal
 import socket
+import sys
 import time
 
 import psutil
@@ -27,9 +29,53 @@ import salt.crypt
 
 log = logging.getLogger(__name__)
 
+UTILS_DIR = pathlib.Path(__file__).resolve().parents[2] / "_utils"
 LOOPBACK_A = "127.0.0.1"
 LOOPBACK_B = "127.0.0.2"
 SALT_DEFAULT_PORTS = (4505, 4506)  # publish, ret
+
+
+START_CHECK_POLL = 0.2  # seconds between two looks for a starting daemon's start event or port
+
+
+class _QuickPollTime:
+    """A ``time`` module whose ``sleep`` is capped at :data:`START_CHECK_POLL`."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def __getattr__(self, name):
+        return getattr(self.module, name)
+
+    @staticmethod
+    def sleep(seconds):
+        time.sleep(min(seconds, START_CHECK_POLL))
+
+
+def quick_start_checks():
+    """
+    Make salt-factories look for a starting daemon's start event (and salt-api's
+    port) every 0.2 s instead of every 1.5 s: a daemon whose event comes after 1.6 s
+    was otherwise called started after 3 s. The checks are the same; only the
+    pauses between two looks are shorter (the only sleeps in those two modules are
+    such pauses). Applied when this module is imported.
+    """
+    # Deferred: they import pytest plugins. These are private internals of the installed
+    # versions: when a module no longer has its own ``time``, the checks keep their pace.
+    import pytestshellutils.shell  # pylint: disable=import-outside-toplevel
+    import saltfactories.bases  # pylint: disable=import-outside-toplevel
+
+    for module in (saltfactories.bases, pytestshellutils.shell):
+        current = getattr(module, "time", None)
+        if isinstance(current, _QuickPollTime):
+            continue
+        if callable(getattr(current, "sleep", None)):  # their own time module (pytestshellutils.utils.time)
+            module.time = _QuickPollTime(current)
+        else:
+            log.warning("salt-factories start checks not sped up: %s has no time module of its own", module.__name__)
+
+
+quick_start_checks()
 
 
 def port_is_free(ip, port):
@@ -228,6 +274,7 @@ class Lab:
             on_auth_event_callback=self.keys.on_auth_event,
         )
         install_master_keypair(factory.config["pki_dir"], keypair or self.keypair)
+        factory.after_start(wait_until_answering, [factory])  # every start: the first and any restart
         self.masters[name] = factory
         return factory
 
@@ -306,27 +353,152 @@ class StandaloneFactories:
 
 
 class RunningDaemons:
-    """Start factories in order; stop every one that started, in reverse (also on error)."""
+    """
+    Start factories in order; stop every one that started (also on error).
 
-    def __init__(self, factories):
+    Neighbours that may start together do (:func:`start_waves`: the masters and
+    their salt-apis, then the minions, once every master answers a ping). Leaving
+    the block SIGKILLs them all at once (:func:`kill_all`): nothing is tested on the
+    way down, and a SIGTERM stop costs seconds per daemon. ``graceful=True`` stops
+    them one by one, in reverse, with SIGTERM, for a test whose scenario is the stop.
+    """
+
+    def __init__(self, factories, graceful=False, one_by_one=False):
+        """``one_by_one=True``: start each daemon only once the one before it runs (as a cluster's masters need)."""
         self.factories = list(factories)
+        self.graceful = graceful
+        self.one_by_one = one_by_one
         self.started = []
 
     def __enter__(self):
         try:
-            for factory in self.factories:
-                factory.start()
-                self.started.append(factory)
+            waves = [[factory] for factory in self.factories] if self.one_by_one else start_waves(self.factories)
+            for wave in waves:
+                if _is_minion(wave[0]):
+                    wait_until_answering([f for f in self.started if _is_master(f)])
+                self._start_together(wave)
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
 
+    def _start_together(self, wave):
+        errors = []
+        if len(wave) == 1:
+            try:
+                wave[0].start()
+            except Exception as err:  # noqa: BLE001 (raised below, once the factory is accounted for)
+                errors.append(err)
+        else:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=len(wave)) as pool:
+                futures = [pool.submit(factory.start) for factory in wave]
+            errors = [future.exception() for future in futures if future.exception() is not None]
+        # Also one whose after-start check failed: it runs, so it must be stopped.
+        self.started.extend(factory for factory in wave if factory.is_running())
+        if errors:
+            raise errors[0]
+
     def __exit__(self, *exc):
-        for factory in reversed(self.started):
-            thaw(factory)  # a frozen daemon cannot be terminated cleanly
-            terminate(factory)
+        if self.graceful:
+            for factory in reversed(self.started):
+                thaw(factory)  # a frozen daemon cannot be terminated cleanly
+                terminate(factory)
+        else:
+            kill_all(reversed(self.started))
         self.started = []
+
+
+def start_waves(factories):
+    """
+    ``factories`` cut, in order, into runs that may start together: neighbouring
+    minions, or neighbouring servers (masters and salt-apis: a salt-api needs no
+    running master to start). A minion signs in to a running master, so a run of
+    minions starts only once the servers before it run.
+    """
+    waves = []
+    for factory in factories:
+        if waves and _is_minion(waves[-1][-1]) == _is_minion(factory):
+            waves[-1].append(factory)
+        else:
+            waves.append([factory])
+    return waves
+
+
+def _is_minion(factory):
+    from saltfactories.daemons.minion import SaltMinion  # pylint: disable=import-outside-toplevel
+
+    return isinstance(factory, SaltMinion)
+
+
+def _is_master(factory):
+    from saltfactories.daemons.master import SaltMaster  # pylint: disable=import-outside-toplevel
+
+    return isinstance(factory, SaltMaster)
+
+
+def wait_until_answering(masters, seconds=60):
+    """
+    Bounded: until the request server of every master answers a ping
+    (``ha_probe.app_ping``). salt-factories calls a master started when its event
+    bus is up; its request server workers answer a few seconds later, and a minion
+    signing in before then may give up on it (``auth_timeout``).
+    """
+    if str(UTILS_DIR) not in sys.path:  # as Salt's loader makes _utils importable (tests/conftest.py does too)
+        sys.path.insert(0, str(UTILS_DIR))
+    import ha_probe  # pylint: disable=import-outside-toplevel
+
+    for master in masters:
+        address, port = master.config["interface"], master.config["ret_port"]
+        transport = master.config.get("transport", "zeromq")
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                ha_probe.app_ping(address, port, 2, transport, None)
+                break
+            except (OSError, TimeoutError) as err:
+                if time.monotonic() >= deadline:
+                    raise RuntimeError(f"{master.id}: no answer to a ping on {address}:{port} within {seconds} s") from err
+                time.sleep(0.1)
+
+
+def kill_all(factories, seconds=10):
+    """
+    SIGKILL several daemons' whole process trees at once, then reset the factories.
+    Each tree is SIGSTOPped first and listed again for the SIGKILL, so a process it
+    forks meanwhile is caught too. Waits (bounded) until every process is gone.
+    """
+    factories = list(factories)
+    for factory in factories:
+        freeze(factory)
+    pids = [pid for factory in factories for pid in signal_tree(factory, signal.SIGKILL)]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.05)
+    for factory in factories:
+        terminate(factory)
+    return pids
+
+
+def bring_back(lab, seconds=30):
+    """
+    Undo a test's kills in a lab shared by several tests: start every master that
+    is not running and, when one had to be started, restart every minion (a
+    failover minion stays on the master it moved to) and check that each answers
+    through master ``a`` again (bounded). Returns the names of the masters started;
+    with none, nothing is done or checked.
+    """
+    started = [name for name, master in lab.masters.items() if not master.is_running()]
+    if not started:
+        return []
+    for name in started:
+        lab.masters[name].start()  # Lab.add_master: it answers a ping when this returns
+    minions = list(lab.minions.values())
+    kill_all(minions)
+    for minion in minions:
+        minion.start()
+        if answers_through(lab.masters["a"], minion.id, seconds) is None:
+            raise RuntimeError(f"{minion.id} does not answer through master a after the lab was brought back")
+    return started
 
 
 def terminate(factory, attempts=3):

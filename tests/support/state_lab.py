@@ -104,8 +104,9 @@ def pidfile_pid(minion):
 def stop_pid_tree(pid, seconds=30):
     """
     Stop one daemon by pid (one not tracked by salt-factories): SIGTERM it, wait
-    (bounded), then SIGKILL it and whatever of its process tree (listed before the
-    SIGTERM, matched by start time) is still there. Returns the pids it found.
+    (bounded, ``seconds``; 0: no wait), then SIGKILL it and whatever of its process
+    tree (listed before the SIGTERM, matched by start time) is still there. Returns
+    the pids it found.
     """
     try:
         root = psutil.Process(pid)
