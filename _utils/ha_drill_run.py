@@ -74,7 +74,7 @@ class Master:
         return self.peer is None
 
     def call(self, action, seconds=ha_drill_local.LOCATE_TIMEOUT, **kwargs):
-        """``ha.local_drill`` ``action`` on this master; its answer with ``now`` moved to our clock."""
+        """``ha.local_drill`` ``action`` on this master; its answer (``now``: its clock, sampled for the offset)."""
         if self.is_local:
             return ha_drill_local.run_action(self.opts, action, **kwargs)
         peer = dataclasses.replace(self.peer, timeout=max(self.peer.timeout, seconds + CALL_SLACK))
@@ -95,11 +95,6 @@ class Master:
         with self.lock:
             if self.offset_rtt is None or rtt < self.offset_rtt:
                 self.offset, self.offset_rtt = their_now - (sent + received) / 2, rtt
-
-    @staticmethod
-    def local_time(when):
-        """A POSIX time this master reported, as a time of ours (masters keep NTP time)."""
-        return None if when is None else float(when)
 
 
 def runner_error(answer):
@@ -371,7 +366,7 @@ class Watch:
         found = {}
         for name, result in self.results.items():
             for minion_id, when in (result.get("answers") or {}).items():
-                local = masters[name].local_time(when)
+                local = float(when)  # the masters keep NTP time
                 if minion_id not in found or local < found[minion_id][1]:
                     found[minion_id] = (name, local)
         return found
@@ -413,7 +408,7 @@ def leave_through(masters, minions, current, budget):
     sent = {}
     for name, minion_ids in grouped_by_master(minions, current):
         answer = masters[name].call("leave", minions=minion_ids, not_after=time.time() + budget)
-        when = masters[name].local_time(answer.get("published_at")) or time.time()
+        when = float(answer.get("published_at") or time.time())
         sent.update((minion_id, when) for minion_id in minion_ids)
     return sent
 
@@ -681,9 +676,9 @@ def fault_hang(drill, found, canaries):
         drill.events.say(f"{target} freezes for {request.duration:g} s; {len(canaries)} minion(s) on it",
                          minions=canaries)
         answer = masters[target].call("freeze", drill_id=drill.drill_id, duration=request.duration, delay=LEAD)
-        thaw["at"] = masters[target].local_time(answer["thaw_at"])
+        thaw["at"] = float(answer["thaw_at"])
         drill.events.holding = masters[target].is_local  # this master's bus is frozen with it
-        return dict.fromkeys(canaries, masters[target].local_time(answer["freeze_at"]))
+        return dict.fromkeys(canaries, float(answer["freeze_at"]))
 
     others = [name for name in found.up() if name != target]
     lines, aborted = run_fault(drill, found, canaries, others, freeze, f"the freeze of {target}")
