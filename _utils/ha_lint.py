@@ -53,6 +53,7 @@ RULES = (
     ha_lint_timing.check_failback,
     ha_lint_network.check_tcp_transport,
     ha_lint_timing.check_auth_timeout,
+    ha_lint_timing.check_grains_cache,
     ha_lint_timing.check_auth_safemode,
     ha_lint_network.check_retry_dns,
     ha_lint_frontdoor.check_front_door_declaration,

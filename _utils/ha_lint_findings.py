@@ -90,6 +90,7 @@ FINDING_TITLES = {
     "HA801": "acceptance_wait_time above 2 s: a long retry cycle in a failover storm",
     "HA802": "auth_timeout below 10 s: a busy survivor's answers come too late in a failover storm",
     "HA803": "master_tries above 0: the minion gives up and exits when a storm makes its rounds fail",
+    "HA804": "no fresh grains cache: every failover runs every grains module again before the minion takes jobs",
     # HA9xx: the estimate (ha_failover_time)
     "HA901": "the estimated worst-case failover time",
 }

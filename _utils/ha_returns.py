@@ -13,7 +13,14 @@ left is skipped with no answer, and the job process drops it.
 :class:`ReturnGuard` watches those events (it is pure logic: the engine feeds it
 events and the time, and does what it asks). A return is *undelivered* when
 
-- its answer is an error;
+- its answer is an error, or the master's request server said it did not take it:
+  it answers a ``_return`` it stored with None, one whose storing raised with ``""``
+  and one whose signature it dropped with False (:func:`refusal`). The storing
+  raises in Salt's ``local_cache`` when several returns of a job this master did
+  not publish arrive at once (one worker has written the job's ``.load.p`` and not
+  yet its ``.minions.p``: saltstack/salt#68508), which is what replays after a
+  failover do; the event of such a return is fired before the store fails, so a
+  retried return can show twice on the master's bus, and once in its job cache;
 - no answer came and the minion is connected to another master than the one it
   is tagged for (the main process skipped it), after ``grace`` seconds;
 - no answer came within ``answer_timeout`` seconds (the main process's own retry
@@ -149,6 +156,23 @@ def connected_masters(opts, minion_pid, timeout=1):
     return connected
 
 
+def refusal(answer):
+    """
+    Why the master did not take a return, read from the main process's answer
+    ``{"ret": ...}`` or ``{"error": ...}``; None when it took it. Salt's request
+    server answers None for a ``_return`` it stored, ``""`` when storing it raised
+    (``run_func``), False when it dropped it for its signature.
+    """
+    if "error" in answer:
+        return str(answer.get("error"))
+    ret = answer.get("ret")
+    if isinstance(ret, str) and not ret:
+        return "its request server failed to store it"
+    if ret is False:
+        return "its request server dropped it (signature check)"
+    return None
+
+
 def replay_load(load, minion_id, from_master, reason):
     """
     The load to replay: the original, plus what a master that never saw the job
@@ -236,7 +260,7 @@ class ReturnGuard:
             return
         if request_id in self.timed_out:
             self.replays[request_id] = self.timed_out.pop(request_id)
-            if "error" not in answer:  # a late success: delivered, do not send it again
+            if refusal(answer) is None:  # a late success: delivered, do not send it again
                 self._on_replay_answer(request_id, answer)
             else:
                 del self.replays[request_id]
@@ -245,8 +269,9 @@ class ReturnGuard:
         if entry is None:
             self._answered_after_replay(request_id, answer)
             return
-        if "error" in answer:
-            self._undelivered(entry, f"{entry['master']} did not take it ({answer.get('error')})")
+        why = refusal(answer)
+        if why is not None:
+            self._undelivered(entry, f"{entry['master']} did not take it ({why})")
             return
         self.hint = self.hint or entry["master"]
         if entry["persisted"]:
@@ -255,7 +280,7 @@ class ReturnGuard:
     def _answered_after_replay(self, request_id, answer):
         """The first send of a return already judged undelivered was answered after all."""
         for key, entry in list(self.undelivered.items()):
-            if entry.get("request_id") == request_id and "error" not in answer:
+            if entry.get("request_id") == request_id and refusal(answer) is None:
                 if any(replay_key == key for replay_key, _target, _at in self.replays.values()):
                     log.info("salt-ha returns: job %s reached %s late; its replay may arrive twice",
                              entry["load"].get("jid"), entry["master"])
@@ -269,8 +294,9 @@ class ReturnGuard:
         entry = self.undelivered.get(key)
         if entry is None:
             return
-        if "error" in answer:
-            self._retry_later(entry, f"{target} did not take the replay ({answer.get('error')})")
+        why = refusal(answer)
+        if why is not None:
+            self._retry_later(entry, f"{target} did not take the replay ({why})")
             return
         del self.undelivered[key]
         self.ledger.remove(key)

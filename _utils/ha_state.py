@@ -29,6 +29,7 @@ import ha_lint
 import ha_lint_options
 import ha_minion_config
 import ha_returns
+import ha_storm
 import ha_text
 import ha_validate
 
@@ -222,6 +223,21 @@ def failover_options(
         if value is not None:
             options[option] = ha_validate.validate_port(value, option)
     return options
+
+
+def grains_cache_options(grains_cache):
+    """
+    The grains cache options ``ha.minion_failover(grains_cache=...)`` writes (``ha.lint``
+    HA804): none for False; ``grains_cache: True`` and ``grains_cache_expiration`` (one
+    day for True, else the whole number of seconds given).
+    """
+    if grains_cache is False:
+        return {}
+    if grains_cache is True:
+        expiration = ha_storm.GRAINS_CACHE_EXPIRATION
+    else:
+        expiration = ha_validate.validate_seconds(grains_cache, "grains_cache", 1)
+    return {"grains_cache": True, "grains_cache_expiration": expiration}
 
 
 # --- the ha_returns engine in the drop-in ---------------------------------------------

@@ -52,11 +52,17 @@ from ha_lint_findings import as_number, fmt_seconds, lint_finding
 # ha.lint HA801/HA802): the survivor gets 10 s to answer before a minion gives up on
 # it, and a minion that did give up asks again 2 s after trying the dead master.
 # acceptance_wait_time_max keeps a minion whose key is pending backing off
-# (2, 4, 8, 16 s) instead of asking every 2 s.
+# (2, 4, 8, 16 s) instead of asking every 2 s. grains_cache (HA804): a minion that
+# changes master runs every grains module again before it takes jobs, unless its
+# grains cache is younger than grains_cache_expiration (100 real minions on this
+# machine: the tail 11.9 s without, 7.7 s with).
+GRAINS_CACHE_EXPIRATION = 86400
 RECOMMENDED_MINION_OPTIONS = {
     "auth_timeout": 10,
     "acceptance_wait_time": 2,
     "acceptance_wait_time_max": 10,
+    "grains_cache": True,
+    "grains_cache_expiration": GRAINS_CACHE_EXPIRATION,
 }
 
 # Master CPU per sign-in (seconds) for planning: the top of the 6-8 ms measured.

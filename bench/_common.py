@@ -117,3 +117,30 @@ def print_table(headers, rows):
     print(line.format(*("-" * width for width in widths)))
     for row in rows:
         print(line.format(*(str(cell) for cell in row)))
+
+
+def parse_options(parser, pairs):
+    """``["name=value", ...]`` (``--minion-option``) -> ``{name: YAML value}``; a bad pair is a usage error."""
+    import salt.utils.yaml  # pylint: disable=import-outside-toplevel
+
+    options = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            parser.error(f"option {pair!r} is not NAME=VALUE")
+        options[name.strip()] = salt.utils.yaml.safe_load(value)
+    return options
+
+
+def drop_test_engine(factory):
+    """
+    Remove salt-factories' ``pytest`` engine from a minion's config file: one process
+    per minion that forwards every event of its bus to the bench (not part of a real
+    minion; the start checks read the master's events, not the minion's).
+    """
+    import salt.utils.yaml  # pylint: disable=import-outside-toplevel
+
+    path = pathlib.Path(factory.config["conf_file"])
+    config = salt.utils.yaml.safe_load(path.read_text(encoding="utf-8"))
+    config["engines"] = [engine for engine in config.get("engines") or [] if engine != "pytest"]
+    path.write_text(salt.utils.yaml.safe_dump(config, default_flow_style=False), encoding="utf-8")

@@ -4,7 +4,12 @@ Bench: failover drills (``salt-run ha.drill``) on real daemons, issue 11.
 The drill lab of the tests (tests/support/drill_lab.py): masters A (127.0.0.1) and
 B (127.0.0.2), each with salt-api and the other as its peer, both allowing hang
 drills; ``--minions`` failover minions ``[A, B]`` with the ``ha`` beacon (the
-README's recommended settings) and the ``ha_returns`` engine, all on A at start.
+README's recommended settings), the ``ha_returns`` engine and the minion settings
+``ha.lint`` recommends (``ha_storm.RECOMMENDED_MINION_OPTIONS``: the storm settings
+and the grains cache, HA804; ``--minion-option grains_cache=False`` measures without
+it), all on A at start. salt-factories' event-forwarding engine is removed from the
+minions (a process per minion, fed every event of its bus, that real minions do not
+run).
 
 Per run, in this order (``--runs`` times):
 
@@ -23,7 +28,8 @@ recommended settings) + 2 s. Overhead on the masters: CPU seconds of each master
 process tree (salt-master and its salt-api) during the drills, against the same
 masters idle for the same time before the first run.
 
-Usage (from the repo root): ``.venv/bin/python bench/drill.py [--minions 5] [--runs 3]``
+Usage (from the repo root):
+``.venv/bin/python bench/drill.py [--minions 5] [--runs 3] [--minion-option NAME=VALUE]``
 """
 
 import argparse
@@ -32,6 +38,8 @@ import time
 
 import _common  # sys.path: repo root and _utils
 import psutil
+
+import ha_storm
 
 MODES = ("minion", "hang")
 
@@ -42,7 +50,11 @@ def parse_args():
     parser.add_argument("--runs", type=int, default=3, help="drills per mode (default 3)")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds A stays frozen (default 8)")
     parser.add_argument("--modes", default=",".join(MODES), help="comma list of minion,hang")
-    return parser.parse_args()
+    parser.add_argument("--minion-option", action="append", default=[], metavar="NAME=VALUE",
+                        help="a minion option set over the recommended ones (YAML value)")
+    args = parser.parse_args()
+    args.minion_options = {**ha_storm.RECOMMENDED_MINION_OPTIONS, **_common.parse_options(parser, args.minion_option)}
+    return args
 
 
 def tree_cpu(factories):
@@ -94,7 +106,10 @@ def main():
 
         with lablib.StandaloneFactories(root / "f", event_seconds=600) as env:
             minions = [f"dr{index}" for index in range(args.minions)]
-            lab = drill_lab.build(env.manager, root / "lab", minions)
+            lab = drill_lab.build(env.manager, root / "lab", minions, args.minion_options)
+            for minion in lab.minions.values():
+                _common.drop_test_engine(minion)
+            print(f"minion settings over the lab's: {args.minion_options}", flush=True)
             with lablib.RunningDaemons(lablib.daemons(lab) + list(lab.apis.values())):
                 for minion_id in minions:
                     if lablib.answers_through(lab.masters["a"], minion_id, 90) is None:

@@ -136,22 +136,9 @@ def parse_args():
     if not wanted or set(wanted) - set(SETTINGS):
         parser.error(f"--settings must name some of {', '.join(SETTINGS)}")
     args.wanted = [name for name in SETTINGS if name in wanted]
-    args.minion_extra = parse_options(parser, args.minion_option)
-    args.master_extra = parse_options(parser, args.master_option)
+    args.minion_extra = _common.parse_options(parser, args.minion_option)
+    args.master_extra = _common.parse_options(parser, args.master_option)
     return args
-
-
-def parse_options(parser, pairs):
-    """``["name=value", ...]`` -> ``{name: YAML value}``."""
-    import salt.utils.yaml  # pylint: disable=import-outside-toplevel
-
-    options = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip():
-            parser.error(f"option {pair!r} is not NAME=VALUE")
-        options[name.strip()] = salt.utils.yaml.safe_load(value)
-    return options
 
 
 # --- settings ------------------------------------------------------------------
@@ -283,26 +270,12 @@ def build_storm_lab(lablib, env, root, count, setting, keys, args):
         factory = lab.masters["a"].salt_minion_daemon(minion_id, overrides=options)
         place_minion_key(factory.config["pki_dir"], keys[index])
         if not args.minion_engine:
-            drop_test_engine(factory)
+            _common.drop_test_engine(factory)
         lab.seed_minion_key(factory, ("a", "b"))
         for name in ("a", "b"):
             lab.keys.allow(lab.masters[name].id, minion_id)
         lab.minions[minion_id] = factory
     return lab
-
-
-def drop_test_engine(factory):
-    """
-    Remove salt-factories' ``pytest`` engine from a minion's config file: one process
-    per minion that forwards its events to this bench (not part of a real minion;
-    the start checks read the master's events, not the minion's).
-    """
-    import salt.utils.yaml  # pylint: disable=import-outside-toplevel
-
-    path = pathlib.Path(factory.config["conf_file"])
-    config = salt.utils.yaml.safe_load(path.read_text(encoding="utf-8"))
-    config["engines"] = [engine for engine in config.get("engines") or [] if engine != "pytest"]
-    path.write_text(salt.utils.yaml.safe_dump(config, default_flow_style=False), encoding="utf-8")
 
 
 def start_one(factory):

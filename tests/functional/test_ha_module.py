@@ -58,6 +58,7 @@ def test_lint_of_a_good_failover_file_has_only_the_estimate(modules, tmp_path):
         "master: [127.0.0.1, 127.0.0.2]\nmaster_type: failover\n"
         "master_alive_interval: 10\nretry_dns: 0\n"
         "tcp_keepalive: True\ntcp_keepalive_idle: 10\ntcp_keepalive_intvl: 2\ntcp_keepalive_cnt: 3\n"
+        "grains_cache: True\ngrains_cache_expiration: 86400\n"
     )
     findings = modules.ha.lint(config=str(config))
     assert [(f["id"], f["severity"]) for f in findings] == [("HA901", "info")]

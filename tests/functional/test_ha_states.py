@@ -56,7 +56,7 @@ def listing(folder):
 
 def test_minion_failover_predicts_then_writes_a_lint_clean_dropin(states, config_dir, testmode):
     dropin = config_dir / "minion.d" / "ha-failover.conf"
-    ret = states.ha.minion_failover(name="ha-failover.conf", masters=MASTERS, test=testmode)
+    ret = states.ha.minion_failover(name="ha-failover.conf", masters=MASTERS, grains_cache=True, test=testmode)
     assert ret.changes["master"] == {"old": None, "new": MASTERS}
     assert ret.changes["master_type"] == {"old": None, "new": "failover"}
     if testmode:
@@ -101,6 +101,36 @@ def test_minion_failover_writes_the_keepalive_settings(states, config_dir, testm
         off = states.ha.minion_failover(name="ha-failover.conf", masters=MASTERS, tcp_keepalive=False, test=True)
         assert off.result is None
         assert off.changes["tcp_keepalive_idle"] == {"old": written["tcp_keepalive_idle"], "new": None}
+
+
+@pytest.mark.parametrize(
+    "grains_cache, written",
+    [(None, {}), (True, {"grains_cache": True, "grains_cache_expiration": 86400}),
+     (3600, {"grains_cache": True, "grains_cache_expiration": 3600})],
+    ids=["default", "true", "seconds"],
+)
+def test_minion_failover_writes_the_grains_cache_settings(states, config_dir, testmode, grains_cache, written):
+    dropin = config_dir / "minion.d" / "ha-failover.conf"
+    kwargs = {} if grains_cache is None else {"grains_cache": grains_cache}
+    ret = states.ha.minion_failover(name="ha-failover.conf", masters=MASTERS, test=testmode, **kwargs)
+    grains_changes = {key: value for key, value in ret.changes.items() if key.startswith("grains_cache")}
+    assert grains_changes == {key: {"old": None, "new": value} for key, value in written.items()}
+    if testmode:
+        assert ret.result is None and not dropin.exists()
+        return
+    assert ret.result is True
+    on_disk = yaml.safe_load(dropin.read_text())
+    assert {key: value for key, value in on_disk.items() if key.startswith("grains_cache")} == written
+    findings = {f["id"]: f for f in ha_lint.lint_options(on_disk)}
+    expected_option = {None: "grains_cache", True: None, 3600: "grains_cache_expiration"}[grains_cache]
+    assert (findings.get("HA804") or {}).get("option") == expected_option, findings.get("HA804")
+
+
+def test_minion_failover_refuses_a_bad_grains_cache_and_writes_nothing(states, config_dir):
+    ret = states.ha.minion_failover(name="ha-failover.conf", masters=MASTERS, grains_cache="yes")
+    assert ret.result is False and ret.changes == {}
+    assert "grains_cache 'yes'" in ret.comment
+    assert not (config_dir / "minion.d" / "ha-failover.conf").exists()
 
 
 def test_minion_failover_second_run_reports_no_changes_and_keeps_the_backup(states, config_dir):

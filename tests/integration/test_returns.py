@@ -5,8 +5,13 @@ failover minions with the engine.
 - A SIGKILLed while a job runs: its return reaches B, once, marked ``ha_replay``;
   ``jobs.lookup_jid`` on B finds it; ``ha.returns`` on the minion lists it as replayed.
 - A frozen while a job runs (the ``ha`` beacon moves the minion): the same.
-- Several jobs on several minions across one SIGKILL: every return reaches B once;
-  with no failover, exactly one return per job reaches A and nothing is replayed.
+- Several jobs on several minions across one SIGKILL: every return reaches B and is
+  in its job cache (a replay B failed to store, Salt's local_cache race on jobs it
+  did not publish, is sent again and may show twice on its bus); with no failover,
+  exactly one return per job reaches A and nothing is replayed.
+- That race, made certain: B's job cache left as one of its workers leaves it
+  between writing a job's ``.load.p`` and its ``.minions.p``; the replay B fails to
+  store is sent again until B stores it.
 - A minion restarted while it holds an undelivered return (no master reachable)
   delivers it after the restart.
 - A corrupt and a foreign ledger file are skipped with findings, a valid one beside
@@ -21,6 +26,7 @@ import uuid
 
 import pytest
 import salt.payload
+import salt.utils.jid
 
 from tests.support import beacon_lab as blab
 from tests.support import lab as lablib
@@ -130,8 +136,61 @@ def test_no_failover_one_return_per_job_then_none_lost_across_a_kill(many_lab, e
     seen = rlab.wait_for_returns(event_listener, master_b, expected, killed, DELIVERY_BOUND + 3)
     missing = [pair for pair, events in seen.items() if not events]
     assert not missing, f"returns lost across the failover: {missing}"
-    time.sleep(2)
-    _assert_replayed_once(rlab.returns_seen(event_listener, master_b, expected, killed), "B")
+    for events in seen.values():
+        assert all(event.data["ha_replay"]["from"] == lablib.LOOPBACK_A for event in events), events
+    for jid in slow:  # in B's job cache, not only on its bus (a replay B failed to store is sent again)
+        _wait_for_lookup(master_b, jid, dict.fromkeys(MINIONS, True), DELIVERY_BOUND)
+
+
+def _wait_for_lookup(master, jid, expected, seconds):
+    """Bounded: until ``jobs.lookup_jid`` on ``master`` gives ``expected``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        found = master.salt_run_cli(timeout=60).run("jobs.lookup_jid", jid).data
+        if found == expected or time.monotonic() >= deadline:
+            assert found == expected, f"job {jid} on {master.id}: {found}"
+            return
+        time.sleep(1)
+
+
+def _half_written_job(master, jid, fun, minion_id):
+    """
+    ``master``'s job cache for ``jid`` as a worker storing the job's first return
+    leaves it between ``.load.p`` and ``.minions.p`` (Salt's ``local_cache.save_load``);
+    the path to the missing ``.minions.p``.
+    """
+    job_dir = salt.utils.jid.jid_dir(jid, os.path.join(master.config["cachedir"], "jobs"), master.config["hash_type"])
+    os.makedirs(job_dir)
+    with open(os.path.join(job_dir, ".load.p"), "wb") as handle:
+        salt.payload.dump({"jid": jid, "fun": fun, "tgt": minion_id, "tgt_type": "glob", "id": minion_id}, handle)
+    return os.path.join(job_dir, ".minions.p")
+
+
+def test_a_replay_b_failed_to_store_is_sent_again_until_b_stores_it(kill_lab, event_listener):
+    master_a, master_b = kill_lab.masters["a"], kill_lab.masters["b"]
+    minion = kill_lab.minions["ret-kill"]
+    _connected_to_a(kill_lab, [minion.id])
+    jid = rlab.publish_async(master_a, [minion.id], "test.sleep", SLEEP)
+    minions_file = _half_written_job(master_b, jid, "test.sleep", minion.id)
+    time.sleep(FAULT_AFTER)
+    killed = blab.utc_now()
+    lablib.kill(master_a)
+
+    # B fires each replay's event before its store raises; the engine sends it again (2 s later).
+    pair = (jid, minion.id)
+    deadline = time.monotonic() + DELIVERY_BOUND
+    while len(rlab.returns_seen(event_listener, master_b, [pair], killed)[pair]) < 2:
+        assert time.monotonic() < deadline, "the replay B failed to store was not sent again"
+        time.sleep(0.25)
+    assert any(item["jid"] == jid for item in rlab.salt_call(minion, "ha.returns")["pending"])
+
+    with open(minions_file, "wb") as handle:  # the other worker finishes its write
+        salt.payload.dump([minion.id], handle)
+    _wait_for_lookup(master_b, jid, {minion.id: True}, DELIVERY_BOUND)
+    report = rlab.salt_call(minion, "ha.returns")
+    assert not any(item["jid"] == jid for item in report["pending"]), report["pending"]
+    [replayed] = [item for item in report["replayed"] if item["jid"] == jid]
+    assert replayed["to"] == lablib.LOOPBACK_B and replayed["attempts"] >= 2, replayed
 
 
 def test_restarted_minion_delivers_the_return_it_held(salt_factories, tmp_path, event_listener):

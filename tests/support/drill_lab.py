@@ -28,16 +28,16 @@ class DrillLab(api_lab.ApiLab):
         return overrides
 
 
-def build(factories, root, minion_ids):
-    """The lab, configured (not started): masters a and b with salt-api, the minions on [A, B]."""
+def build(factories, root, minion_ids, minion_options=None):
+    """The lab, configured (not started): masters a and b with salt-api, the minions on [A, B] (plus ``minion_options``)."""
     lab = DrillLab(factories, root, [("a", lablib.LOOPBACK_A), ("b", lablib.LOOPBACK_B)])
     for name in lab.masters:
         lab.add_api(name)
     # master_tries -1 (Salt's Linux default, HA803): a drill makes minions sign in on purpose, and under
     # load a sign-in may take longer than auth_timeout; with the lab's 1 the minion would exit.
-    minion_options = {**beacon_lab.beacon_overrides(), **returns_lab.ENGINE, "master_tries": -1}
+    options = {**beacon_lab.beacon_overrides(), **returns_lab.ENGINE, "master_tries": -1, **(minion_options or {})}
     for minion_id in minion_ids:
-        lab.add_failover_minion(minion_id, alive_interval=None, overrides=minion_options)
+        lab.add_failover_minion(minion_id, alive_interval=None, overrides=options)
     return lab
 
 

@@ -142,13 +142,14 @@ def nothing_fired_for(guard, locate, clock, seconds=200, every=0.5):
 
 @pytest.mark.parametrize("told", [True, False], ids=["connected event seen", "no connected event"])
 @pytest.mark.parametrize("delay", [0, 0.5, 1.0, 3, 34.9], ids=lambda delay: f"answered after {delay} s")
-def test_a_delivered_return_leaves_no_trace(guard, locate, clock, ledger_dir, told, delay):
+@pytest.mark.parametrize("ret", [None, {"jid": JID}], ids=["stored (salt answers None)", "any other answer"])
+def test_a_delivered_return_leaves_no_trace(guard, locate, clock, ledger_dir, told, delay, ret):
     if told:
         connect(guard, "m1")
     payload(guard, "r1", "m1")
     clock.advance(delay)
     assert step(guard, locate) == []
-    answer(guard, "r1", {"ret": {"jid": JID}})
+    answer(guard, "r1", {"ret": ret})
     assert nothing_fired_for(guard, locate, clock) == []
     assert guard.in_flight == guard.undelivered == guard.replays == {}
     assert guard.hint == "m1"
@@ -251,8 +252,10 @@ def test_a_signed_return_is_replayed_unchanged(guard, locate, clock, ledger_dir)
     [
         ({"ret": None, "error": "timeout"}, "m1 did not take it (timeout)"),
         ({"error": "Request timed out"}, "m1 did not take it (Request timed out)"),
+        ({"ret": ""}, "m1 did not take it (its request server failed to store it)"),
+        ({"ret": False}, "m1 did not take it (its request server dropped it (signature check))"),
     ],
-    ids=["salt timeout", "error only"],
+    ids=["salt timeout", "error only", "store failed", "signature dropped"],
 )
 def test_an_error_answer_is_undelivered(guard, locate, clock, ledger_dir, data, why):
     connect(guard, "m1")
@@ -368,6 +371,35 @@ def test_a_replay_answered_with_an_error_backs_off(ledger_dir, clock, locate, re
         clock.advance(0.25)
         [(tag, _load)] = step(guard, locate)
     assert guard.undelivered[key]["attempts"] == len(delays) + 1
+
+
+def test_a_replay_the_master_failed_to_store_is_sent_again_until_stored(guard, locate, clock, ledger_dir, caplog):
+    """Salt's local_cache race on a job another master published (saltstack/salt#68508): the answer is ""."""
+    key, tag = undelivered_one(guard, locate, clock)
+    with caplog.at_level(logging.WARNING, logger="ha_returns"):
+        answer(guard, request_of(tag), {"ret": ""})
+    assert any("did not take the replay (its request server failed to store it); next try in 2 s" in record.getMessage()
+               for record in caplog.records)
+    assert [stored["attempts"] for stored in on_disk(ledger_dir)] == [1]
+    clock.advance(1.9)
+    assert step(guard, locate) == []
+    clock.advance(0.1)
+    [(retry_tag, load)] = step(guard, locate)
+    assert load["jid"] == JID and guard.undelivered[key]["attempts"] == 2
+    answer(guard, request_of(retry_tag), {"ret": None})
+    assert guard.undelivered == guard.replays == {} and on_disk(ledger_dir) == []
+    assert history(ledger_dir)["replayed"][0]["attempts"] == 2
+
+
+@pytest.mark.parametrize(
+    "answer_data,why",
+    [({"ret": None}, None), ({"ret": True}, None), ({"ret": {"jid": JID}}, None), ({"ret": 0}, None),
+     ({"ret": ""}, "its request server failed to store it"),
+     ({"ret": False}, "its request server dropped it (signature check)"),
+     ({"error": "timeout"}, "timeout"), ({"ret": None, "error": "timeout"}, "timeout")],
+)
+def test_refusal_reads_the_request_servers_answer(answer_data, why):
+    assert ha_returns.refusal(answer_data) == why
 
 
 def test_an_unanswered_replay_is_retried(guard, locate, clock, ledger_dir, caplog):

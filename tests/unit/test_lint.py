@@ -40,6 +40,8 @@ GOOD = {
     "master_alive_interval": 10,
     "retry_dns": 0,
     **ha_keepalive.RECOMMENDED,
+    "grains_cache": True,
+    "grains_cache_expiration": 86400,
 }
 NO_KEEPALIVE = {"tcp_keepalive_idle": None, "tcp_keepalive_intvl": None, "tcp_keepalive_cnt": None}
 VIP = "vip.example.com"
@@ -150,6 +152,10 @@ RULE_CASES = [
     ("storm auth_timeout 2", {"auth_timeout": 2, "acceptance_wait_time": 2}, "HA802", "info", "auth_timeout", ["2 + 2 + 2 s"], "auth_timeout: 10"),
     ("storm master_tries", {"master_tries": 1}, "HA803", "warning", "master_tries", ["master_tries is 1", "exits"], "master_tries: -1"),
     ("storm master_tries 3", {"master_tries": 3}, "HA803", "warning", "master_tries", ["after 3 round(s)"], "master_tries: -1"),
+    # HA804: the grains run again at each failover unless cached
+    ("grains cache off", {"grains_cache": False}, "HA804", "info", "grains_cache", ["grains_cache is off", "every grains module", "before it takes jobs", "11.9 s", "7.7 s"], "grains_cache: True and grains_cache_expiration: 86400"),
+    ("grains cache default expiration", {"grains_cache_expiration": 300}, "HA804", "info", "grains_cache_expiration", ["grains_cache_expiration is 300 s", "last ran"], "saltutil.refresh_grains"),
+    ("grains cache an hour", {"grains_cache_expiration": 3600}, "HA804", "info", "grains_cache_expiration", ["is 3600 s"], "grains_cache_expiration: 86400"),
     # HA221-HA223: partitioned masters, TCP keepalive
     ("keepalive defaults", NO_KEEPALIVE, "HA221", "info", "tcp_keepalive_idle", ["idle 300 s + 9 x 75 s", "Linux's defaults", "= 975 s", "988.6 s", "15.5 s", "hung master"], "tcp_keepalive: True, tcp_keepalive_idle: 10, tcp_keepalive_intvl: 2, tcp_keepalive_cnt: 3"),
     ("keepalive idle 60", {"tcp_keepalive_idle": 60}, "HA221", "info", "tcp_keepalive_idle", ["idle 60 s + 3 x 2 s = 66 s"], "tcp_keepalive_idle: 10"),
@@ -207,6 +213,10 @@ QUIET_CASES = [
     ("storm master_tries forever", {"master_tries": -1}, "master_tries"),
     ("storm master_tries 0 is forever", {"master_tries": 0}, "master_tries"),
     ("storm settings without failover", {"master": M1, "master_type": None, "master_tries": 1, "acceptance_wait_time": 10}, "master_tries"),
+    # HA804: a day of grains cache, or no failover
+    ("grains cache a day", {}, "grains_cache"),
+    ("grains cache two days", {"grains_cache_expiration": 172800}, "grains_cache_expiration"),
+    ("grains cache off without failover", {"master": M1, "master_type": None, "grains_cache": False}, "grains_cache"),
     # HA221, HA222, HA314: short keepalive (or none asked for: one master without a front door)
     ("keepalive recommended", {}, "tcp_keepalive_idle"),
     ("keepalive 20 + 3 x 3", {"tcp_keepalive_idle": 20, "tcp_keepalive_intvl": 3}, "tcp_keepalive_idle"),

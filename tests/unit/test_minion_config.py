@@ -25,6 +25,8 @@ FAILOVER_DROPIN = (
     "master_alive_interval: 10\nretry_dns: 0\n"
     # the recommended TCP keepalive (HA221 otherwise)
     "tcp_keepalive: True\ntcp_keepalive_idle: 10\ntcp_keepalive_intvl: 2\ntcp_keepalive_cnt: 3\n"
+    # the recommended grains cache (HA804 otherwise)
+    "grains_cache: True\ngrains_cache_expiration: 86400\n"
 )
 
 
@@ -211,6 +213,7 @@ def test_a_dropin_salt_cannot_read_is_an_error_naming_file_and_problem(minion_di
     assert written_keys(minion_dir / "minion") == {
         "id", "master", "master_type", "master_alive_interval", "retry_dns",
         "tcp_keepalive", "tcp_keepalive_idle", "tcp_keepalive_intvl", "tcp_keepalive_cnt",
+        "grains_cache", "grains_cache_expiration",
     }
 
 

@@ -3,6 +3,7 @@
 import collections
 import os
 import pathlib
+import re
 import stat
 
 import pytest
@@ -70,14 +71,29 @@ def test_failover_options_render_a_dropin_lint_finds_nothing_wrong_in():
         "retry_dns": 0,
         "random_master": False,
     }
-    # ha.minion_failover adds the TCP keepalive settings (tcp_keepalive=True, its default).
-    rendered = yaml.safe_load(
-        ha_state.render_yaml({**options, **ha_keepalive.RECOMMENDED}, "ha.minion_failover")
-    )
+    # ha.minion_failover adds the TCP keepalive settings (tcp_keepalive=True, its default)
+    # and, with grains_cache=True, the grains cache.
+    extra = {**ha_keepalive.RECOMMENDED, **ha_state.grains_cache_options(True)}
+    rendered = yaml.safe_load(ha_state.render_yaml({**options, **extra}, "ha.minion_failover"))
     findings = ha_lint.lint_options(rendered, resolver=None)
-    assert [f["severity"] for f in findings] == ["info"], findings
+    assert [f["id"] for f in findings] == ["HA901"], findings
     without = ha_lint.lint_options(yaml.safe_load(ha_state.render_yaml(options, "ha.minion_failover")))
-    assert [f["id"] for f in without] == ["HA221", "HA901"]
+    assert sorted(f["id"] for f in without) == ["HA221", "HA804", "HA901"]
+
+
+@pytest.mark.parametrize(
+    "grains_cache,expected",
+    [(False, {}), (True, {"grains_cache": True, "grains_cache_expiration": 86400}),
+     (3600, {"grains_cache": True, "grains_cache_expiration": 3600})],
+)
+def test_grains_cache_options(grains_cache, expected):
+    assert ha_state.grains_cache_options(grains_cache) == expected
+
+
+@pytest.mark.parametrize("bad", [0, -5, "86400", 1.5, None, [True]])
+def test_a_bad_grains_cache_is_refused_naming_it(bad):
+    with pytest.raises(SaltInvocationError, match=rf"grains_cache {re.escape(repr(bad))} "):
+        ha_state.grains_cache_options(bad)
 
 
 def test_failover_options_without_failback_leave_the_failback_interval_out():

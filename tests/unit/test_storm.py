@@ -152,4 +152,5 @@ def test_every_storm_id_is_reachable_and_declared_apart_from_the_other_tables():
 def test_the_recommended_minion_settings_are_what_the_minion_lint_accepts():
     assert ha_storm.RECOMMENDED_MINION_OPTIONS == {
         "auth_timeout": 10, "acceptance_wait_time": 2, "acceptance_wait_time_max": 10,
+        "grains_cache": True, "grains_cache_expiration": 86400,
     }
