@@ -327,10 +327,12 @@ def watch(config=None, memory=None, connected=None, confirm=False, name=None):
         raise SaltInvocationError(str(err)) from err
     endpoints = _endpoints()
     transport = __opts__.get("transport", "zeromq")
+    round_ended = None  # probes taken for this call
     if name is None:
         masters, probed = ha_watch.tick_probe(endpoints, settings["timeout"], transport), time.time()
     else:
         masters, probed = ha_watch.worker_results(name, endpoints, settings, transport)
+        round_ended = probed
         if memory is None:
             memory = ha_watch.MEMORY.get(name)
     if masters is None:
@@ -347,6 +349,7 @@ def watch(config=None, memory=None, connected=None, confirm=False, name=None):
         settings,
         remotes,
         ha_conncheck.neighbours if confirm else None,
+        round_ended,
     )
     if name is not None:
         ha_watch.MEMORY[name] = memory

@@ -13,8 +13,12 @@ when it answered), from which the drilling master corrects for clock offsets.
 - ``publish``: a job for ``minions`` (the probe job whose returns the drill counts).
 - ``leave``: publish ``ha.leave_master`` to ``minions``: each leaves this master.
 - ``await``: until ``budget`` runs out or every one of ``minions`` has answered,
-  publish ``test.ping`` to those that have not every ``interval`` seconds; answer
-  when each first did (its return seen on this master's bus).
+  publish ``test.ping`` to each one as soon as it signs in here (its
+  ``salt/minion/<id>/start`` event on this master's bus), and to those that have
+  not answered every ``interval`` seconds (all of them at once at first); answer
+  when each first did (its return seen on this master's bus). A ping per sign-in
+  rather than a round every quarter second: each ping is a process forked on
+  every minion it reaches, at the moment the minions are busiest.
 - ``freeze``: freeze this master for ``duration`` seconds from ``delay`` seconds
   on, through the watchdog (:mod:`ha_drill_watchdog`); only with
   ``ha:drill:allow_hang: True`` in this master's config and ``duration`` at most
@@ -22,6 +26,7 @@ when it answered), from which the drilling master corrects for clock offsets.
 """
 
 import logging
+import math
 import time
 
 import salt.client
@@ -38,7 +43,8 @@ log = logging.getLogger(__name__)
 ACTIONS = ("ping", "locate", "lint", "publish", "leave", "await", "freeze")
 LOCATE_TIMEOUT = 3
 LINT_TIMEOUT = 5
-AWAIT_INTERVAL = 0.25
+AWAIT_INTERVAL = 1.0
+AWAIT_WAKE = 0.1  # longest wait for an event while minions remain
 MAX_MINIONS_ASKED = 100000
 PROBE_FUNCTIONS = ("test.sleep",)
 MAX_DELAY = 30
@@ -142,13 +148,51 @@ def _run_job(opts, minions, fun, arg):
     return _answer(opts, jid=pub["jid"], published_at=published_at)
 
 
-def _returned_minion(event, jids):
-    """The minion whose ping return ``event`` is (one of ``jids``), or None."""
-    tag = event.get("tag", "") if isinstance(event, dict) else ""
-    parts = tag.split("/")
-    if len(parts) == 5 and parts[:2] == ["salt", "job"] and parts[2] in jids and parts[3] == "ret":
-        return parts[4]
-    return None
+class AwaitState:
+    """
+    What ``await`` knows: the minions still to answer, when each was last pinged,
+    the ping jobs, the answers. Pure: :func:`await_minions` feeds it this master's
+    events and the clock.
+    """
+
+    def __init__(self, minions, interval):
+        self.remaining = set(minions)
+        self.interval = interval
+        self.pinged = {}  # minion -> monotonic time of its last ping
+        self.jids = set()
+        self.answers = {}  # minion -> POSIX time of its first answer
+
+    def due(self, now):
+        """The minions to ping on the round: not pinged within ``interval`` seconds (monotonic ``now``)."""
+        return sorted(m for m in self.remaining if now - self.pinged.get(m, -math.inf) >= self.interval)
+
+    def next_round(self, now):
+        """Seconds until the next round is due (0 when one is)."""
+        if not self.remaining:
+            return math.inf
+        return max(0.0, min(self.pinged.get(m, -math.inf) for m in self.remaining) + self.interval - now)
+
+    def sent(self, minions, jid, now):
+        """A ping to ``minions`` was published (``jid``, None when it failed)."""
+        if jid:
+            self.jids.add(jid)
+        for minion_id in minions:
+            self.pinged[minion_id] = now
+
+    def on_event(self, tag, answered_at):
+        """
+        One event of this master's bus: records an answer to a ping; returns the
+        minion to ping now when ``tag`` says it signed in here (else None).
+        """
+        parts = tag.split("/") if isinstance(tag, str) else []
+        if len(parts) == 5 and parts[:2] == ["salt", "job"] and parts[2] in self.jids and parts[3] == "ret":
+            if parts[4] in self.remaining:
+                self.answers[parts[4]] = answered_at
+                self.remaining.discard(parts[4])
+            return None
+        if len(parts) == 4 and parts[:2] == ["salt", "minion"] and parts[3] == "start" and parts[2] in self.remaining:
+            return parts[2]
+        return None
 
 
 def await_minions(opts, minions, budget, interval=AWAIT_INTERVAL):
@@ -156,25 +200,26 @@ def await_minions(opts, minions, budget, interval=AWAIT_INTERVAL):
     Ping ``minions`` through this master until each answered or ``budget`` seconds
     passed: ``{"started", "answers": {minion: POSIX time of its first answer}}``.
     """
-    remaining = set(_minion_list(minions, opts))
+    state = AwaitState(_minion_list(minions, opts), ha_validate.validate_timeout(interval, what="interval", maximum=10))
     budget = ha_validate.validate_timeout(budget, what="budget", maximum=ha_drill.MAX_BUDGET)
-    interval = ha_validate.validate_timeout(interval, what="interval", maximum=10)
-    started, answers, jids = time.time(), {}, set()
+    started = time.time()
     deadline = time.monotonic() + budget
+
+    def ping(minion_ids):
+        pub = client.run_job(minion_ids, "test.ping", tgt_type="list", listen=True, timeout=5)
+        state.sent(minion_ids, (pub or {}).get("jid"), time.monotonic())
+
     with _client(opts) as client:
-        while remaining and time.monotonic() < deadline:
-            pub = client.run_job(sorted(remaining), "test.ping", tgt_type="list", listen=True, timeout=5)
-            if pub and pub.get("jid"):
-                jids.add(pub["jid"])
-            tick_end = min(deadline, time.monotonic() + interval)
-            while remaining and time.monotonic() < tick_end:
-                event = client.event.get_event(wait=max(0.01, tick_end - time.monotonic()), tag="salt/job/",
-                                               match_type="startswith", full=True)
-                minion_id = _returned_minion(event, jids) if event else None
-                if minion_id in remaining:
-                    answers[minion_id] = time.time()
-                    remaining.discard(minion_id)
-    return _answer(opts, started=started, answers=answers, missing=sorted(remaining))
+        while state.remaining and time.monotonic() < deadline:
+            due = state.due(time.monotonic())
+            if due:
+                ping(due)
+            wait = min(AWAIT_WAKE, state.next_round(time.monotonic()), max(0.0, deadline - time.monotonic()))
+            event = client.event.get_event(wait=max(0.01, wait), tag="salt/", match_type="startswith", full=True)
+            signed_in = state.on_event(event.get("tag"), time.time()) if isinstance(event, dict) else None
+            if signed_in is not None:
+                ping([signed_in])
+    return _answer(opts, started=started, answers=state.answers, missing=sorted(state.remaining))
 
 
 def freeze(opts, drill_id, duration, delay=1.0):

@@ -23,6 +23,11 @@ events and the time, and does what it asks). A return is *undelivered* when
   retried return can show twice on the master's bus, and once in its job cache;
 - no answer came and the minion is connected to another master than the one it
   is tagged for (the main process skipped it), after ``grace`` seconds;
+- no answer came within ``grace`` seconds and the minion connected to a master
+  after the return was handed over: a return the main process tries to send while
+  it switches masters fails inside Salt (its request channel is closed or None:
+  "Error dispatching event") and nobody answers, even when the minion comes back
+  to the return's own master;
 - no answer came within ``answer_timeout`` seconds (the main process's own retry
   budget has passed).
 
@@ -205,6 +210,7 @@ class ReturnGuard:
         self.locate = locate
         self.clock = clock
         self.hint = None
+        self.connected_at = None  # when the bus last said the minion connected to a master
         self.in_flight = {}  # Salt's own sends: request id -> entry
         self.undelivered = {}  # key -> entry (in the ledger)
         self.replays = {}  # our replay request id -> (key, target, fired at)
@@ -238,6 +244,7 @@ class ReturnGuard:
             self._on_answer(tag[len(ANSWER_TAG):], data)
         elif tag == CONNECTED_TAG and isinstance(data.get("master"), str):
             self.hint = data["master"]
+            self.connected_at = self.clock()
             for entry in self.undelivered.values():
                 entry["next_try"] = 0  # a new master: try at once
         elif tag == DISCONNECTED_TAG and data.get("master") == self.hint:
@@ -327,6 +334,10 @@ class ReturnGuard:
             elif age >= self.config["grace"]:
                 self._persist(entry)
                 self._judge(request_id)
+                if request_id in self.in_flight and self._switched_since(entry):
+                    self.in_flight.pop(request_id)
+                    self._undelivered(entry, f"the minion connected to {self.hint} while sending it (Salt drops "
+                                             "a return caught in a change of master)")
         for request_id, (key, target, fired) in list(self.replays.items()):
             if now - fired >= self.config["replay_timeout"]:
                 self.timed_out[request_id] = self.replays.pop(request_id)
@@ -345,6 +356,10 @@ class ReturnGuard:
         if connected and entry["master"] not in connected:
             self.in_flight.pop(request_id)
             self._undelivered(entry, f"the minion moved from {entry['master']} to {connected[0]} before it returned")
+
+    def _switched_since(self, entry):
+        """The minion connected to a master after ``entry`` was handed to the main process."""
+        return self.connected_at is not None and self.connected_at > entry["seen"]
 
     def target(self):
         """The master to replay to: the one the bus named if the daemon is connected to it, else the first; or None."""

@@ -20,7 +20,10 @@ Transitions (``from``/``to`` are masters for the first three, health levels
     the connected master changed to one that is not the first of the list;
     ``reason`` is ``hang`` (the beacon left a master that stopped answering),
     ``closed`` (the old master does not answer: killed, stopped, unreachable) or
-    ``disconnected`` (the old master answers; Salt left it anyway).
+    ``disconnected`` (the old master answers; Salt left it anyway). With the probe
+    worker, a change seen while the old master's latest probe said it answers waits
+    for a probe round that started after the change (:func:`observe`'s ``probed``):
+    a round from before a kill would call a killed master ``disconnected``.
 ``failback``
     the connected master changed back to the first master of the list.
 ``lost``
@@ -217,6 +220,7 @@ def new_memory():
         "suspect": None,
         "addresses": None,
         "neighbours": None,
+        "deferred": None,
     }
 
 
@@ -342,7 +346,30 @@ def _track_suspect(suspect, connected, raw, now):
     return {**suspect, "answered": answered}
 
 
-def observe(memory, probes, connected, primary, now, settings, silence=None):
+# Longest wait for a probe round that can name a failover's reason (a worker that
+# fell behind): the failover then fires with the latest results.
+DEFER_LIMIT_SECONDS = 10
+
+
+def _round_started_after(probed, since, settings):
+    """A probe round that ended at ``probed`` started after ``since`` (a round lasts at most ``timeout``)."""
+    return probed - settings["timeout"] >= since
+
+
+def _release_deferred(memory, raw, probed, now, settings, emit, force=False):
+    """Fire the failover held for a fresh probe round, once there is one (or ``force``, or too long)."""
+    deferred = memory["deferred"]
+    if not deferred:
+        return
+    judged = probed is None or _round_started_after(probed, deferred["since"], settings)
+    if not (judged or force or now - deferred["since"] >= DEFER_LIMIT_SECONDS):
+        return
+    reason = "disconnected" if raw.get(deferred["from"]) else "closed"
+    emit("failover", deferred["from"], deferred["to"], deferred["since"], reason=reason)
+    memory["deferred"] = None
+
+
+def observe(memory, probes, connected, primary, now, settings, silence=None, probed=None):
     """
     One tick.
 
@@ -361,6 +388,11 @@ def observe(memory, probes, connected, primary, now, settings, silence=None):
     silence
         How long the connected master has answered no probe, measured by the
         worker (see :func:`_check_hang`); None: this tick is one failed probe.
+    probed
+        When the probe round of ``probes`` ended (the worker's; POSIX time), or
+        None for probes taken for this tick. A failover to be called
+        ``disconnected`` (the old master answered) is held until a round that
+        started after the change says whether the old master still answers.
 
     Returns ``(memory, events, leave)``: the new memory, the events to fire now
     (each with ``tag`` = the transition) and the master to leave because it
@@ -382,9 +414,14 @@ def observe(memory, probes, connected, primary, now, settings, silence=None):
 
     previous = memory["connected"]
     change = _connection_event(previous, connected, primary, raw, memory, now)
+    _release_deferred(memory, raw, probed, now, settings, emit, force=bool(change))
     if change:
         name, extra, since = change
-        emit(name, previous, connected, since, **extra)
+        if extra.get("reason") == "disconnected" and probed is not None \
+                and not _round_started_after(probed, since, settings):
+            memory["deferred"] = {"from": previous, "to": connected, "since": since}
+        else:
+            emit(name, previous, connected, since, **extra)
     if memory["leaving"] and memory["leaving"]["master"] != connected:
         memory["leaving"] = None
 
@@ -479,7 +516,7 @@ def _silence_for(memory, entry, connected, now):
     return entry.get("silence")
 
 
-def tick(memory, masters, current, primary, now, settings, remotes=None, neighbours=None):
+def tick(memory, masters, current, primary, now, settings, remotes=None, neighbours=None, probed=None):
     """
     One tick as the beacon runs it: :func:`confirmed_connection` (when ``remotes``
     is given: from inside the daemon) then :func:`observe`.
@@ -500,6 +537,9 @@ def tick(memory, masters, current, primary, now, settings, remotes=None, neighbo
         when the connected master's address is at another host than at the previous
         tick (a VIP that moved, even without a failed probe), the master becomes
         *suspect* for :data:`VERIFY_SECONDS` (its connections are checked).
+    probed
+        When the worker's round of ``masters`` ended (None: probed for this tick);
+        see :func:`observe`.
 
     Returns ``(memory, events, leave)``; ``leave`` is ``current`` or None (never a
     master Salt is no longer on).
@@ -520,7 +560,7 @@ def tick(memory, masters, current, primary, now, settings, remotes=None, neighbo
     same_master = memory.get("connected") == connected
     previous_addresses = memory.get("addresses") if same_master else None
     previous_neighbours = memory.get("neighbours") if same_master else None
-    memory, events, leave = observe(memory, probes, connected, primary, now, settings, silence)
+    memory, events, leave = observe(memory, probes, connected, primary, now, settings, silence, probed)
     memory["candidate"] = None if connected == current else {"master": current, "ticks": seen}
     if entry is not None and entry.get("addresses"):
         if neighbours is not None:
@@ -615,6 +655,7 @@ def _copy_memory(memory):
     fresh["leaving"] = dict(fresh["leaving"]) if fresh["leaving"] else None
     fresh["pending"] = list(fresh["pending"])
     fresh["suspect"] = dict(fresh["suspect"]) if fresh.get("suspect") else None
+    fresh["deferred"] = dict(fresh["deferred"]) if fresh.get("deferred") else None
     return fresh
 
 

@@ -18,6 +18,7 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 import ha_drill
 import ha_drill_history
+import ha_drill_local
 import ha_drill_run
 import ha_drill_watchdog
 
@@ -368,3 +369,49 @@ def test_one_missed_check_is_not_a_master_down(monkeypatch):
     monitor.stop()
     monitor.join(5)
     assert monitor.down == set() and flaky.calls >= 5
+
+
+# --- await: whom to ping when (ha_drill_local.AwaitState) --------------------------
+
+
+def test_await_pings_everyone_first_then_each_minion_once_per_interval():
+    state = ha_drill_local.AwaitState(["m1", "m2"], interval=1.0)
+    assert state.due(100.0) == ["m1", "m2"]
+    state.sent(["m1", "m2"], "j1", 100.0)
+    assert state.due(100.9) == [] and state.next_round(100.9) == pytest.approx(0.1)
+    assert state.due(101.0) == ["m1", "m2"]
+
+
+def test_await_pings_a_minion_the_moment_it_signs_in_here():
+    state = ha_drill_local.AwaitState(["m1", "m2"], interval=1.0)
+    state.sent(["m1", "m2"], "j1", 100.0)
+    assert state.on_event("salt/minion/m2/start", 1.0) == "m2"
+    assert state.on_event("salt/minion/other/start", 1.0) is None  # not one of ours
+    state.sent(["m2"], "j2", 100.2)
+    assert state.due(101.0) == ["m1"]  # m2 was pinged 0.8 s ago
+
+
+def test_await_counts_only_returns_of_its_own_pings_once():
+    state = ha_drill_local.AwaitState(["m1", "m2"], interval=1.0)
+    state.sent(["m1", "m2"], "j1", 100.0)
+    assert state.on_event("salt/job/j9/ret/m1", 5.0) is None  # another job
+    assert state.on_event("salt/job/j1/ret/m1", 6.0) is None
+    assert state.on_event("salt/job/j1/ret/m1", 7.0) is None  # the first answer counts
+    assert state.on_event("salt/job/j1/ret/m1/extra", 8.0) is None
+    assert state.on_event(None, 9.0) is None
+    assert state.answers == {"m1": 6.0} and state.remaining == {"m2"}
+    assert state.on_event("salt/minion/m1/start", 10.0) is None  # answered already: no more pings
+    assert state.due(200.0) == ["m2"]
+
+
+def test_await_has_no_round_left_once_everyone_answered():
+    state = ha_drill_local.AwaitState(["m1"], interval=1.0)
+    state.sent(["m1"], "j1", 100.0)
+    state.on_event("salt/job/j1/ret/m1", 1.0)
+    assert state.due(500.0) == [] and state.next_round(500.0) == float("inf")
+
+
+def test_a_failed_ping_publication_still_counts_as_a_round():
+    state = ha_drill_local.AwaitState(["m1"], interval=1.0)
+    state.sent(["m1"], None, 100.0)
+    assert state.jids == set() and state.due(100.5) == [] and state.due(101.0) == ["m1"]

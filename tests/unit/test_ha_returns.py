@@ -297,6 +297,31 @@ def test_an_unanswered_return(guard, locate, clock, ledger_dir, master, seconds,
         assert len(fired) == (0 if master is None else 1)
 
 
+def test_a_return_caught_in_a_change_of_master_is_undelivered_after_grace(guard, locate, clock, ledger_dir):
+    """Handed over, then the minion switched (and came back to the return's master): Salt answers nothing."""
+    connect(guard, "m2")
+    payload(guard, "r1", "m1")  # m1 != the hint: judged at once, but the daemon is on m1 already
+    clock.advance(0.25)
+    connect(guard, "m1")
+    clock.advance(0.5)
+    assert step(guard, locate) == []  # within grace
+    clock.advance(0.25)
+    [(tag, load)] = step(guard, locate)
+    assert REPLAY_TAG.match(tag)["master"] == "m1" and load["jid"] == JID
+    [entry] = on_disk(ledger_dir)
+    assert entry["reason"] == "the minion connected to m1 while sending it (Salt drops a return caught in a change of master)"
+
+
+def test_a_connection_before_the_return_changes_nothing(guard, locate, clock, ledger_dir):
+    connect(guard, "m1")
+    clock.advance(0.5)
+    payload(guard, "r1", "m1")
+    clock.advance(5)
+    assert step(guard, locate) == [] and list(guard.in_flight) == ["r1"]
+    answer(guard, "r1", {"ret": None})
+    assert on_disk(ledger_dir) == [] and guard.undelivered == {}
+
+
 def test_a_return_persisted_after_grace_is_judged_once(guard, locate, clock, ledger_dir):
     payload(guard, "r1", "m1")
     clock.advance(1.5)

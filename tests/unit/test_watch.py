@@ -26,10 +26,12 @@ class Ticker:
         self.now = start
         self.memory = None
 
-    def tick(self, probes, connected=A, step=1.0):
+    def tick(self, probes, connected=A, step=1.0, probed_ago=None):
+        """One tick ``step`` s later; ``probed_ago``: the worker's round ended that long before it."""
         self.now += step
+        probed = None if probed_ago is None else self.now - probed_ago
         self.memory, events, leave = ha_watch.observe(
-            self.memory, probes, connected, self.primary, self.now, self.settings
+            self.memory, probes, connected, self.primary, self.now, self.settings, probed=probed
         )
         return events, leave
 
@@ -80,6 +82,47 @@ def test_failover_while_the_old_master_answers_is_disconnected():
     events, _ = ticker.tick({A: True, B: True}, connected=B)
     assert names(events) == ["failover"]
     assert events[0]["reason"] == "disconnected"
+
+
+def test_a_failover_seen_with_a_round_from_before_it_waits_for_a_fresh_round():
+    """A killed master's last probe (before the kill) said it answers: not ``disconnected``."""
+    ticker = Ticker()
+    ticker.tick({A: True, B: True}, probed_ago=0.3)
+    assert ticker.tick({A: True, B: True}, connected=B, probed_ago=0.3) == ([], None)
+    changed = ticker.now
+    assert ticker.tick({A: True, B: True}, connected=B, step=0.5, probed_ago=0.1) == ([], None)  # began before
+    events, _ = ticker.tick({A: False, B: True}, connected=B, step=1.0, probed_ago=0.2)  # began after
+    assert names(events) == ["failover", "degraded"]
+    assert (events[0]["from"], events[0]["to"], events[0]["reason"]) == (A, B, "closed")
+    assert events[0]["since"] == ha_watch.iso(changed)
+    for _ in range(3):
+        assert ticker.tick({A: False, B: True}, connected=B, probed_ago=0.2) == ([], None)
+
+
+def test_a_failover_the_fresh_round_confirms_is_disconnected():
+    ticker = Ticker()
+    ticker.tick({A: True, B: True}, probed_ago=0.3)
+    ticker.tick({A: True, B: True}, connected=B, probed_ago=0.3)
+    events, _ = ticker.tick({A: True, B: True}, connected=B, step=1.5, probed_ago=0.2)
+    assert names(events) == ["failover"] and events[0]["reason"] == "disconnected"
+
+
+def test_a_held_failover_fires_when_the_worker_stays_behind():
+    ticker = Ticker()
+    ticker.tick({A: True, B: True}, probed_ago=0.3)
+    ticker.tick({A: True, B: True}, connected=B, probed_ago=0.3)
+    for waited in range(1, ha_watch.DEFER_LIMIT_SECONDS):  # the worker's latest round stays the old one
+        assert ticker.tick({A: True, B: True}, connected=B, probed_ago=0.3 + waited) == ([], None)
+    events, _ = ticker.tick({A: True, B: True}, connected=B, probed_ago=0.3 + ha_watch.DEFER_LIMIT_SECONDS)
+    assert names(events) == ["failover"] and events[0]["reason"] == "disconnected"
+
+
+def test_a_held_failover_fires_before_the_next_change():
+    ticker = Ticker()
+    ticker.tick({A: True, B: True, C: True}, probed_ago=0.3)
+    ticker.tick({A: True, B: True, C: True}, connected=B, probed_ago=0.3)
+    events, _ = ticker.tick({A: True, B: True, C: True}, connected=A, step=0.2, probed_ago=0.3)
+    assert [(e["transition"], e["from"], e["to"]) for e in events] == [("failover", A, B), ("failback", B, A)]
 
 
 def test_failback_to_the_first_master_fires_once():
