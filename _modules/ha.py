@@ -11,6 +11,7 @@ Works inside the daemon (``salt <id> ha.status``), from ``salt-call`` and from
 ``salt-call --local``.
 """
 
+import functools
 import logging
 import time
 
@@ -354,7 +355,8 @@ def watch(config=None, memory=None, connected=None, confirm=False, name=None):
     if name is not None:
         ha_watch.MEMORY[name] = memory
         if confirm:
-            ha_watch.follow_connection(name, memory["connected"])
+            leave_now = functools.partial(_fire_leave, dict(__opts__))
+            ha_watch.follow_connection(name, memory["connected"], memory["flapping"], leave_now)
             ports = memory["suspect"] and _ports_of(memory["suspect"]["master"], endpoints)
             ha_conncheck.follow(name, ports, hold=ha_watch.VERIFY_SECONDS)
     errors = {entry["master"]: entry["error"] for entry in masters if entry["error"] and not entry["up"]}
@@ -451,10 +453,15 @@ def leave_master(master=None, not_after=None):
         if connected is None:
             raise CommandExecutionError("no running salt-minion daemon is connected to a configured master")
         master = ha_endpoints.endpoint_for(connected, __opts__).host
-    with salt.utils.event.get_event("minion", opts=__opts__, listen=False) as event:
-        fired = bool(event.fire_event({"master": master}, "__master_disconnected"))
+    fired = _fire_leave(__opts__, master)
     log.warning("salt-ha: asked the minion to leave master %r (fired: %s)", master, fired)
     return {"master": master, "fired": fired}
+
+
+def _fire_leave(opts, master):
+    """Fire ``__master_disconnected`` for ``master`` on the minion's bus (also from the beacon's probe thread)."""
+    with salt.utils.event.get_event("minion", opts=opts, listen=False) as event:
+        return bool(event.fire_event({"master": master}, "__master_disconnected"))
 
 
 def returns():

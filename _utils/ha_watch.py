@@ -305,8 +305,12 @@ def _check_hang(memory, connected, raw, reported, now, settings, silence):
             "seconds": (hang["seconds"] if hang else 0) + settings["probe_interval"],
             "probes": (hang["probes"] if hang else 0) + 1,
         }
-    # Seconds of this silence already answered with a leave (a new silence starts at 0).
+    # Seconds of this silence already answered with a leave (a new silence starts at 0),
+    # by a tick or by the probe worker (``left`` in its measure).
     left = hang["left"] if hang and hang["since"] == silence["since"] else 0
+    if silence.get("left", 0) > left:
+        left = silence["left"]
+        memory["leaving"] = {"master": connected, "at": now, "since": silence["since"]}
     hang = {"master": connected, "since": silence["since"], "seconds": silence["seconds"],
             "probes": silence["probes"], "left": left}
     memory["hang"] = hang
@@ -550,6 +554,7 @@ def tick(memory, masters, current, primary, now, settings, remotes=None, neighbo
     connected = current
     if remotes is not None:
         connected = confirmed_connection(memory.get("connected"), current, masters, remotes, seen)
+    memory = _note_worker_leave(memory, masters)
     previous = memory.get("raw") or {}
     probes = {
         entry["master"]: previous.get(entry["master"], False) if entry["up"] is None else entry["up"]
@@ -573,6 +578,21 @@ def tick(memory, masters, current, primary, now, settings, remotes=None, neighbo
             )
             leave = connected
     return memory, events, (leave if leave == current else None)
+
+
+def _note_worker_leave(memory, masters):
+    """
+    The probe worker left the master the memory says the minion is on (its silence
+    carries ``left``): the failover that follows, maybe seen only now, is a ``hang``.
+    """
+    connected = memory.get("connected")
+    entry = next((item for item in masters if item["master"] == connected), None)
+    silence = (entry or {}).get("silence") or {}
+    leaving = memory.get("leaving") or {}
+    if not silence.get("left") or (leaving.get("master") == connected and leaving.get("since") == silence["since"]):
+        return memory
+    return {**memory, "leaving": {"master": connected, "at": silence["since"] + silence["left"],
+                                  "since": silence["since"]}}
 
 
 def _check_neighbours(memory, previous, seen, connected, now):
@@ -684,6 +704,34 @@ def round_seconds(settings):
     return max(settings["probe_interval"], settings["timeout"] + ha_probe.COLLECT_SLACK)
 
 
+WORKER_LEAVE_LOG = (
+    "salt-ha: master %r failed %s consecutive probes while another master answers; the probe thread leaves it"
+)
+
+
+def worker_leave_due(entries, connected, settings, flapping=(), left=None):
+    """
+    The probe worker's own hang check at the end of a round (the tick that would
+    leave comes up to the beacon's ``interval`` later): the connected master's
+    entry when it failed this round and its silence reached :func:`hang_seconds`
+    (again, after a leave of the same silence: ``left`` is the worker's last leave,
+    ``{"master", "since", "seconds"}``) while another master that is not
+    ``flapping`` answered this round, with ``failover_on_hang``; else None.
+    """
+    if not connected or not settings["failover_on_hang"]:
+        return None
+    entry = next((item for item in entries if item["master"] == connected), None)
+    if entry is None or entry["up"] is not False or not entry.get("silence"):
+        return None
+    silence = entry["silence"]
+    done = left["seconds"] if left and left["master"] == connected and left["since"] == silence["since"] else 0
+    if silence["seconds"] - done < hang_seconds(settings) - HANG_SLACK:
+        return None
+    if not any(item["up"] and item["master"] != connected and item["master"] not in flapping for item in entries):
+        return None
+    return entry
+
+
 def _silence_after(previous, entry, started, finished):
     """A master's silence after a round: None when it answered, else ``{"since", "seconds", "probes"}``."""
     if entry["up"]:
@@ -725,6 +773,12 @@ class ProbeWorker:
         # The master the minion is connected to (set by the ticks, follow_connection):
         # a round in which it fails puts its connections under check at once.
         self.connected = previous.connected if previous is not None else None
+        # Set by the ticks too (follow_connection): the masters the beacon counts as
+        # flapping, and what leaves a hung master (None: the worker never leaves).
+        self.flapping = previous.flapping if previous is not None else frozenset()
+        self.on_hang = previous.on_hang if previous is not None else None
+        self.settings = dict(settings)
+        self.left = previous.left if same else None  # the worker's last leave: {"master", "since", "seconds"}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"salt-ha-probe-{name}", daemon=True)
 
@@ -783,6 +837,7 @@ class ProbeWorker:
                 silences.get(entry["master"]), entry, started, finished
             )
         self._check_connection(entries)
+        self._leave_if_hung(entries)
         self.latest = {
             "round": next(_ROUND_NUMBERS),
             "started": started,
@@ -797,6 +852,26 @@ class ProbeWorker:
         entry = next((e for e in entries if e["master"] == self.connected and e["up"] is False), None)
         if entry is not None:
             ha_conncheck.follow(self.name, (entry["publish_port"], entry["ret_port"]))
+
+    def _leave_if_hung(self, entries):
+        """
+        The connected master hangs (:func:`worker_leave_due`): leave it now through
+        ``on_hang``, not at the next tick. The entry's ``silence`` gets ``left`` (its
+        seconds when left), which tells the ticks the leave happened.
+        """
+        entry = worker_leave_due(entries, self.connected, self.settings, self.flapping, self.left)
+        if entry is not None and self.on_hang is not None:
+            silence = entry["silence"]
+            self.left = {"master": entry["master"], "since": silence["since"], "seconds": silence["seconds"]}
+            log.warning(WORKER_LEAVE_LOG, entry["master"], silence["probes"])
+            try:
+                self.on_hang(entry["master"])
+            except Exception as err:  # pylint: disable=broad-except  (the tick's own check leaves it then)
+                ha_text.log_fault(log, f"the leave of the hung master {entry['master']!r}", err)
+        for item in entries:
+            left = self.left
+            if left and item["master"] == left["master"] and (item.get("silence") or {}).get("since") == left["since"]:
+                item["silence"] = {**item["silence"], "left": left["seconds"]}
 
     def _run(self):
         silences = {}
@@ -855,15 +930,19 @@ def worker_results(name, endpoints, settings, transport="zeromq"):
     return [dict(entry, up=None, error=error) for entry in latest["entries"]], latest["finished"]
 
 
-def follow_connection(name, master):
+def follow_connection(name, master, flapping=(), on_hang=None):
     """
     Tell the probe worker of beacon ``name`` (this process) which master the minion is
     connected to: a probe round in which that master does not answer puts the minion's
-    connections to it under check at once (:func:`ha_conncheck.follow`).
+    connections to it under check at once (:func:`ha_conncheck.follow`), and one that
+    ends its hang (:func:`worker_leave_due`, with the masters the beacon counts as
+    ``flapping``) calls ``on_hang(master)`` at once.
     """
     worker = _WORKERS.get(name)
     if worker is not None and worker.pid == os.getpid():
         worker.connected = master
+        worker.flapping = frozenset(flapping)
+        worker.on_hang = on_hang
 
 
 def stop_worker(name, wait=0):

@@ -16,6 +16,7 @@ the beacon with the settings the README recommends.
 Figures (failover-event latency, hung-master failover time) go to stdout (``-s``).
 """
 
+import pathlib
 import statistics
 import time
 
@@ -190,6 +191,9 @@ def test_hung_connected_master_is_left_and_stock_salt_stays_stuck(hang_lab, even
             assert stock_moved == [] and stock_answers is None, "stock Salt left the frozen master"
         if number < len(rounds):
             time.sleep(2)  # let the thawed master settle before the next round
+    # The probe thread left each hung master at the end of its round, not a later tick.
+    log_text = pathlib.Path(hang_lab.minions[beacon_id].config["log_file"]).read_text(errors="replace")
+    assert log_text.count("the probe thread leaves it") >= len(rounds), "the probe thread did not leave"
     print(f"\nhung-master failover times (frozen -> minion start on the other master): "
           f"{', '.join(f'{t:.2f}' for t in times)} s; median {statistics.median(times):.2f} s; "
           f"last ha/failover event {blab.seconds_after(failover, frozen):.2f} s after the freeze")

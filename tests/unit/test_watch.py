@@ -612,6 +612,65 @@ def test_no_news_is_no_progress_of_a_hang():
     assert leave == A
 
 
+# --- the probe worker leaves a hung master itself (worker_leave_due) -----------------
+
+
+WORKER_LEAVE_CASES = [
+    # (id, entries, connected, flapping, left, due)
+    ("hung 2 s, B up", worker_entries(up_a=False, silence_a=silent(101, 2.0, 4)), A, (), None, True),
+    ("hung 1.9 s", worker_entries(up_a=False, silence_a=silent(101, 1.9, 4)), A, (), None, False),
+    ("A answers", worker_entries(), A, (), None, False),
+    ("A's probe failed itself (no news)", worker_entries(up_a=None, silence_a=silent(101, 3.0)), A, (), None, False),
+    ("no other master up", worker_entries(up_a=False, up_b=False, silence_a=silent(101, 3.0)), A, (), None, False),
+    ("the other master flaps", worker_entries(up_a=False, silence_a=silent(101, 3.0)), A, (B,), None, False),
+    ("the minion is on B", worker_entries(up_a=False, silence_a=silent(101, 3.0)), B, (), None, False),
+    ("not connected", worker_entries(up_a=False, silence_a=silent(101, 3.0)), None, (), None, False),
+    ("left at 2 s, now 3.9 s", worker_entries(up_a=False, silence_a=silent(101, 3.9)), A, (),
+     {"master": A, "since": 101, "seconds": 2.0}, False),
+    ("left at 2 s, now 4 s: again", worker_entries(up_a=False, silence_a=silent(101, 4.0)), A, (),
+     {"master": A, "since": 101, "seconds": 2.0}, True),
+    ("left an earlier silence", worker_entries(up_a=False, silence_a=silent(105, 2.0)), A, (),
+     {"master": A, "since": 101, "seconds": 2.0}, True),
+]
+
+
+@pytest.mark.parametrize("entries,connected,flapping,left,due", [case[1:] for case in WORKER_LEAVE_CASES],
+                         ids=[case[0] for case in WORKER_LEAVE_CASES])
+def test_worker_leave_due(entries, connected, flapping, left, due):
+    found = ha_watch.worker_leave_due(entries, connected, HANG_2S, flapping, left)
+    assert (found is not None) == due
+    if due:
+        assert found["master"] == A
+
+
+def test_worker_leave_due_honours_failover_on_hang():
+    settings = ha_watch.settings_from([{"probe_interval": 0.5}, {"hang_ticks": 4}, {"failover_on_hang": False}])
+    assert ha_watch.worker_leave_due(worker_entries(up_a=False, silence_a=silent(101, 3.0)), A, settings) is None
+
+
+def test_a_tick_after_the_workers_leave_does_not_leave_again_and_calls_the_failover_a_hang():
+    memory, _, _ = ha_watch.tick(None, worker_entries(), A, A, 100.0, HANG_2S)
+    left = dict(silent(101, 2.1, 4), left=2.1)  # the worker left A at 2.1 s of this silence
+    memory, _, leave = ha_watch.tick(memory, worker_entries(up_a=False, silence_a=left), A, A, 103.3, HANG_2S)
+    assert leave is None and memory["leaving"]["master"] == A
+    memory, _, leave = ha_watch.tick(memory, worker_entries(up_a=False, silence_a=dict(left, seconds=3.0)), A, A,
+                                     104.0, HANG_2S)
+    assert leave is None  # the worker leaves again at 4.1 s; a tick only then
+    memory, events, _ = ha_watch.tick(memory, worker_entries(up_a=False, silence_a=dict(left, seconds=3.5)), B, A,
+                                      104.5, HANG_2S)
+    failover = next(event for event in events if event["transition"] == "failover")
+    assert (failover["reason"], failover["since"]) == ("hang", ha_watch.iso(101))
+
+
+def test_a_move_seen_only_after_the_workers_leave_is_a_hang():
+    """The worker left and Salt moved before any tick saw A silent: the failover is still a hang."""
+    memory, _, _ = ha_watch.tick(None, worker_entries(), A, A, 100.0, HANG_2S)
+    left = dict(silent(101, 2.1, 4), left=2.1)
+    memory, events, leave = ha_watch.tick(memory, worker_entries(up_a=False, silence_a=left), B, A, 103.4, HANG_2S)
+    failover = next(event for event in events if event["transition"] == "failover")
+    assert (failover["from"], failover["to"], failover["reason"]) == (A, B, "hang") and leave is None
+
+
 # --- the probe worker, against stand-ins on 127.0.0.1 ------------------------------
 
 
@@ -740,6 +799,28 @@ def test_the_worker_leaves_a_hung_connected_master_but_not_a_short_stall(freezab
     assert left_after is not None, "the hung connected master was never left"
     assert 0.8 <= left_after < 0.8 + ha_watch.round_seconds(settings) + 1.0, left_after
     assert loop.memory["hang"]["probes"] >= 2
+
+
+def test_the_worker_leaves_a_hung_connected_master_at_the_end_of_its_round(freezable_master, answering_master,
+                                                                            worker_name):
+    endpoints = endpoints_for(f"127.0.0.1:{freezable_master.port}", f"127.0.0.1:{answering_master.port}")
+    settings = fast(hang_ticks=8)  # 0.8 s of silence
+    first_round(worker_name, endpoints, settings)
+    loop = BeaconLoop(worker_name, endpoints, settings)
+    assert names(loop.tick()[0]) == ["connected"]
+    left = []
+    ha_watch.follow_connection(worker_name, endpoints[0].master, (), lambda master: left.append((master, time.monotonic())))
+    frozen = time.monotonic()
+    freezable_master.freeze()
+    deadline = time.monotonic() + 5
+    while not left and time.monotonic() < deadline:  # no tick runs meanwhile
+        time.sleep(0.01)
+    assert left and left[0][0] == endpoints[0].master, "the worker did not leave the hung master"
+    assert 0.8 <= left[0][1] - frozen < 0.8 + ha_watch.round_seconds(settings) + 0.3, left[0][1] - frozen
+    time.sleep(0.5)
+    assert len(left) == 1  # once per silence of hang_seconds
+    assert loop.tick()[1] is None  # the tick does not leave again
+    assert loop.memory["leaving"]["master"] == endpoints[0].master
 
 
 def test_stale_results_are_not_taken_as_up(answering_master, worker_name):
