@@ -11,7 +11,6 @@ Works inside the daemon (``salt <id> ha.status``), from ``salt-call`` and from
 ``salt-call --local``.
 """
 
-import functools
 import logging
 import time
 
@@ -355,8 +354,8 @@ def watch(config=None, memory=None, connected=None, confirm=False, name=None):
     if name is not None:
         ha_watch.MEMORY[name] = memory
         if confirm:
-            leave_now = functools.partial(_fire_leave, dict(__opts__))
-            ha_watch.follow_connection(name, memory["connected"], memory["flapping"], leave_now)
+            # The probe thread leaves a hung master through the same function as a tick.
+            ha_watch.follow_connection(name, memory["connected"], memory["flapping"], __salt__["ha.leave_master"])
             ports = memory["suspect"] and _ports_of(memory["suspect"]["master"], endpoints)
             ha_conncheck.follow(name, ports, hold=ha_watch.VERIFY_SECONDS)
     errors = {entry["master"]: entry["error"] for entry in masters if entry["error"] and not entry["up"]}

@@ -208,11 +208,12 @@ def test_hung_connected_master_is_left_after_hang_ticks(minion, caplog):
     assert minion.left == []
     with caplog.at_level("WARNING"):
         assert minion.process(*options) == []
-    # Second failed probe while the answering master is up: the beacon leaves the hung one.
+    # Second failed probe while the answering master is up: the beacon's probe thread
+    # leaves the hung one at the end of that round, through ha.leave_master.
     assert minion.left == [minion.entries["hung"]]
     assert (
         f"salt-ha: master {minion.entries['hung']!r} failed 2 consecutive probes while another "
-        "master answers; leaving it"
+        "master answers; the probe thread leaves it"
     ) in [record.getMessage() for record in caplog.records]
     minion.connect("answering")  # what Salt does on __master_disconnected
     events = dict((data["transition"], data) for _, data in minion.process(*options))
@@ -220,7 +221,9 @@ def test_hung_connected_master_is_left_after_hang_ticks(minion, caplog):
     assert (failover["from"], failover["to"], failover["reason"]) == (
         minion.entries["hung"], minion.entries["answering"], "hang",
     )
-    assert minion.left == [minion.entries["hung"]]
+    # A leave that did not move the minion is repeated after another hang_ticks of
+    # silence: the thread may have left once more before the tick saw the move.
+    assert set(minion.left) == {minion.entries["hung"]} and len(minion.left) <= 2
 
 
 def test_no_leave_with_failover_on_hang_off(minion):

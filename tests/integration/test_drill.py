@@ -131,7 +131,7 @@ def test_abort_when_a_minion_cannot_rehome_in_budget(lab, event_listener):
     for minion_id in moved:
         assert report["minions"][minion_id]["ok"] is True and report["minions"][minion_id]["back"] is True
     # m3 ran its queued leave after the drill: too late, it stays on A
-    assert drill_lab.wait_for(lambda: on_a(lab), 30, "every minion on A again")
+    assert lablib.wait_for(lambda: on_a(lab), 30, "every minion on A again")
     time.sleep(2)
     assert on_a(lab)
 
@@ -158,7 +158,7 @@ def test_hang_drill_thaws_the_master_when_salt_run_is_killed(lab):
     command = cli.cmdline("ha.drill", "mode=hang", f"master={a.id}", "duration=6", "budget=10")
     drill = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        frozen = drill_lab.wait_for(
+        frozen = lablib.wait_for(
             lambda: (drill_lab.freeze_state(a) or {}).get("state") == "frozen"
             and drill_lab.freeze_state(a)["drill"] != "" and drill_lab.freeze_state(a),
             60, "A frozen by the drill",
@@ -167,7 +167,7 @@ def test_hang_drill_thaws_the_master_when_salt_run_is_killed(lab):
         assert master.status() == psutil.STATUS_STOPPED
         drill.send_signal(signal.SIGKILL)  # the drilling salt-run dies while its own master is frozen
         drill.wait(10)
-        thawed = drill_lab.wait_for(
+        thawed = lablib.wait_for(
             lambda: (drill_lab.freeze_state(a) or {}).get("state") == "thawed" and drill_lab.freeze_state(a),
             frozen["thaw_at"] - time.time() + 10, "A thawed by the watchdog",
         )
@@ -200,7 +200,7 @@ def test_the_weekly_schedule_recipe_runs_the_drill_from_the_master_scheduler(sal
                    "schedule": {"ha-weekly-drill": entry}, "ha": {"drill": drill_settings}},
     )
     with lablib.RunningDaemons([master]):
-        history = drill_lab.wait_for(lambda: rlab.salt_run(master, "ha.drill_history"), 60, "a scheduled drill")
+        history = lablib.wait_for(lambda: rlab.salt_run(master, "ha.drill_history"), 60, "a scheduled drill")
     report = history[0]
     # no minion here: the scheduled drill ran, with the recipe's arguments, and refused
     assert report["plan"]["budget"] == 60 and report["plan"]["max_failed"] == 0 and report["plan"]["tgt"] == "*"

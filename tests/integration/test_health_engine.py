@@ -46,17 +46,6 @@ def get(url, timeout=TIMEOUT + MARGIN):
         return err.code, err.headers, err.read().decode()
 
 
-def wait_for(predicate, seconds, step=0.2):
-    """Bounded: call ``predicate`` until it returns something true; that value or None."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return None
-
-
 def request_server_pids(master_pid):
     """
     The master's request-server processes: the ``RequestServer`` process (Salt's
@@ -124,8 +113,7 @@ def health_master(salt_factories, taken_port):
 
 
 def test_health_is_200_while_the_request_server_answers(health_master):
-    status = wait_for(lambda: get(f"{health_master.health_url}/health")[0] == 200, 30)
-    assert status, "the engine's /health never answered 200 within 30 s"
+    lablib.wait_for(lambda: get(f"{health_master.health_url}/health")[0] == 200, 30, "the engine's /health answering 200")
     code, headers, body = get(f"{health_master.health_url}/health")
     assert code == 200
     assert headers["Content-Type"].startswith("application/json")
@@ -135,7 +123,7 @@ def test_health_is_200_while_the_request_server_answers(health_master):
 
 
 def test_metrics_of_the_master(health_master):
-    assert wait_for(lambda: get(f"{health_master.health_url}/health")[0] == 200, 30)
+    lablib.wait_for(lambda: get(f"{health_master.health_url}/health")[0] == 200, 30, "/health answering 200")
     code, headers, text = get(f"{health_master.health_url}/metrics")
     assert code == 200 and headers["Content-Type"].startswith("text/plain")
     assert f'salt_ha_health_up{{master="{health_master.id}"}} 1.0' in text
@@ -146,21 +134,21 @@ def test_metrics_of_the_master(health_master):
 
 def test_frozen_request_server_is_503_then_200_again(health_master):
     url = f"{health_master.health_url}/health"
-    assert wait_for(lambda: get(url)[0] == 200, 30)
+    lablib.wait_for(lambda: get(url)[0] == 200, 30, "/health answering 200")
     engines = engine_pids(health_master.pid)
     with frozen_request_server(health_master.pid) as pids:
         started = time.monotonic()
         assert pids, "no request-server process found under the master"
         assert not set(pids) & set(engines), "the engine would be frozen with the request server"
         # A result younger than CACHE_SECONDS may still be served: poll (bounded).
-        answer = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(get(url)), TIMEOUT + MARGIN, step=0.1)
+        answer = lablib.wait_for(lambda: (lambda r: r if r[0] == 503 else None)(get(url)), TIMEOUT + MARGIN,
+                                 "/health turning 503 after the freeze", step=0.1)
         elapsed = time.monotonic() - started
-        assert answer is not None, f"/health did not turn 503 within {TIMEOUT + MARGIN} s of the freeze"
         assert "hung or partitioned" in json.loads(answer[2])["error"]
         assert elapsed < TIMEOUT + ha_health.CACHE_SECONDS + MARGIN, f"503 took {elapsed:.2f} s"
-        assert wait_for(lambda: get(url)[0] == 503, 1), "a frozen request server turned 200 again"
+        lablib.wait_for(lambda: get(url)[0] == 503, 1, "/health still 503 while the request server is frozen")
     print(f"\n/health of a frozen request server: 503 after {elapsed:.2f} s (timeout {TIMEOUT} s)")
-    assert wait_for(lambda: get(url)[0] == 200, 15), "/health did not come back to 200 after SIGCONT"
+    lablib.wait_for(lambda: get(url)[0] == 200, 15, "/health back to 200 after SIGCONT")
 
 
 def test_a_taken_port_is_a_clear_error_in_the_master_log(health_master, taken_port):
@@ -170,8 +158,7 @@ def test_a_taken_port_is_a_clear_error_in_the_master_log(health_master, taken_po
         text = log_file.read_text(errors="replace") if log_file.exists() else ""
         return [line for line in text.splitlines() if "ha_health endpoint is not running" in line]
 
-    lines = wait_for(logged, 30)
-    assert lines, f"no ha_health error in {log_file}"
+    lines = lablib.wait_for(logged, 30, f"an ha_health error in {log_file}")
     assert f"port {taken_port}" in lines[0] and "taken by another process" in lines[0], lines[0]
     assert "[ERROR" in lines[0] or "ERROR" in lines[0], lines[0]
     # The other instance still serves.

@@ -54,20 +54,11 @@ def stored_return(master, jid):
     return pathlib.Path(salt.utils.jid.jid_dir(jid, str(jobs), master.config["hash_type"])) / MINION / "return.p"
 
 
-def wait_for(condition, seconds, what):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"not within {seconds} s: {what}")
-
-
 def test_where_is_my_job_answered_from_another_master(jobs_lab):
     a, b, c = (jobs_lab.masters[name] for name in "abc")
     marker = f"ha-jobs-{secrets.token_hex(4)}"
     jid = rlab.publish_async(a, [MINION], "test.echo", marker)
-    wait_for(stored_return(a, jid).is_file, 30, f"the return of {jid} stored on A")
+    lablib.wait_for(stored_return(a, jid).is_file, 30, f"the return of {jid} stored on A")
 
     report = rlab.salt_run(b, "ha.jobs", f"jid={jid}")
     assert {name: entry["answered"] for name, entry in report["masters"].items()} == {a.id: True, b.id: True, c.id: True}
@@ -89,10 +80,10 @@ def test_a_return_that_lands_on_b_after_a_is_killed(jobs_lab):
     minion = jobs_lab.minions[MINION]
     running = pathlib.Path(minion.config["cachedir"]) / "proc"
     jid = rlab.publish_async(a, [MINION], "test.sleep", "6")
-    wait_for(lambda: (running / jid).is_file(), 20, f"job {jid} running on the minion")
+    lablib.wait_for(lambda: (running / jid).is_file(), 20, f"job {jid} running on the minion")
     lablib.kill(a)  # host A is gone: its master and its salt-api
     lablib.kill(jobs_lab.apis["a"])
-    wait_for(stored_return(b, jid).is_file, 40, f"the return of {jid} stored on B")
+    lablib.wait_for(stored_return(b, jid).is_file, 40, f"the return of {jid} stored on B")
     assert not stored_return(a, jid).exists()
 
     started = time.monotonic()

@@ -7,7 +7,6 @@ the other as its peer, allowing hang drills; failover minions ``[A, B]`` with th
 
 import json
 import pathlib
-import time
 
 from tests.support import api_lab, beacon_lab, returns_lab
 from tests.support import lab as lablib
@@ -53,14 +52,3 @@ def freeze_state(master):
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def wait_for(condition, seconds, what, step=0.1):
-    """Bounded: until ``condition()`` is truthy; its value."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"not within {seconds} s: {what}")

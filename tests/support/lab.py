@@ -529,6 +529,18 @@ def two_master_lab(factories, root, minion_id, alive_interval=2, minion_override
     return lab
 
 
+def wait_for(condition, seconds, what, step=0.1):
+    """Bounded: call ``condition`` until its value is truthy and return that value; AssertionError naming ``what``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not within {seconds} s: {what}")
+        time.sleep(step)
+
+
 def answers_through(master, minion_id, seconds, timeout=3):
     """Bounded: ``test.ping`` through ``master`` until the minion answers; seconds taken or None."""
     started = time.monotonic()

@@ -780,13 +780,19 @@ def test_a_tick_never_waits_for_a_hung_standby(answering_master, silent_master, 
     assert walls_ms[-1] < 100, walls_ms
 
 
-def test_the_worker_leaves_a_hung_connected_master_but_not_a_short_stall(freezable_master, answering_master,
-                                                                           worker_name):
-    endpoints = endpoints_for(f"127.0.0.1:{freezable_master.port}", f"127.0.0.1:{answering_master.port}")
-    settings = fast(hang_ticks=8)  # 0.8 s of silence
+def connected_loop(worker_name, connected_master, other_master, settings):
+    """A beacon loop on ``[connected_master, other_master]`` after its first round and its ``connected`` tick."""
+    endpoints = endpoints_for(f"127.0.0.1:{connected_master.port}", f"127.0.0.1:{other_master.port}")
     first_round(worker_name, endpoints, settings)
     loop = BeaconLoop(worker_name, endpoints, settings)
     assert names(loop.tick()[0]) == ["connected"]
+    return loop
+
+
+def test_the_worker_leaves_a_hung_connected_master_but_not_a_short_stall(freezable_master, answering_master,
+                                                                           worker_name):
+    settings = fast(hang_ticks=8)  # 0.8 s of silence
+    loop = connected_loop(worker_name, freezable_master, answering_master, settings)
     # Silent for 0.4 s, then answering again: never left.
     freezable_master.freeze()
     time.sleep(0.4)
@@ -803,11 +809,9 @@ def test_the_worker_leaves_a_hung_connected_master_but_not_a_short_stall(freezab
 
 def test_the_worker_leaves_a_hung_connected_master_at_the_end_of_its_round(freezable_master, answering_master,
                                                                             worker_name):
-    endpoints = endpoints_for(f"127.0.0.1:{freezable_master.port}", f"127.0.0.1:{answering_master.port}")
     settings = fast(hang_ticks=8)  # 0.8 s of silence
-    first_round(worker_name, endpoints, settings)
-    loop = BeaconLoop(worker_name, endpoints, settings)
-    assert names(loop.tick()[0]) == ["connected"]
+    loop = connected_loop(worker_name, freezable_master, answering_master, settings)
+    endpoints = loop.endpoints
     left = []
     ha_watch.follow_connection(worker_name, endpoints[0].master, (), lambda master: left.append((master, time.monotonic())))
     frozen = time.monotonic()
