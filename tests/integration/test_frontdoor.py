@@ -113,13 +113,23 @@ def test_frozen_master_vip_haproxy_dns_and_failover_list_all_answer_through_b(fd
     assert fd.holders() == ["b"]
 
 
+def request_server_answers(host):
+    """The master on ``host`` answers at the application level (its ``ha_health`` /health is 200)."""
+    url = f"http://{host.address}:{nl.SaltSetup.HEALTH_PORT}/health"
+    return host.run("curl", "-sf", "-m", "3", url, check=False).returncode == 0
+
+
 def test_planned_moves_back_to_a_vip_dns_and_list(fd):
     """
     No fault: the VIP moves back to A because B's keepalived restarts (a planned move:
     every probe answers), the DNS record is switched back to A, and the list minion is
     sent back with ``ha.leave_master``. The VIP and DNS minions notice through the beacon
-    (the VIP's ARP entry changed host; the name resolves elsewhere).
+    (the VIP's ARP entry changed host; the name resolves elsewhere). A planned move
+    starts from a healthy A: its request server, frozen in the previous test, answers
+    again first (a minion whose sign-in A does not answer within auth_timeout goes on
+    to B, as Salt does).
     """
+    nl.wait_until(lambda: request_server_answers(fd.a), 30, 0.5, "A's request server answering after the thaw")
     quiet(fd)
     t0 = time.time()
     fd.lab.stop(fd.keepalived["b"])  # keepalived's shutdown advert (priority 0): A takes the VIP at once
