@@ -307,10 +307,7 @@ def _check_hang(memory, connected, raw, reported, now, settings, silence):
         }
     # Seconds of this silence already answered with a leave (a new silence starts at 0),
     # by a tick or by the probe worker (``left`` in its measure).
-    left = hang["left"] if hang and hang["since"] == silence["since"] else 0
-    if silence.get("left", 0) > left:
-        left = silence["left"]
-        memory["leaving"] = {"master": connected, "at": now, "since": silence["since"]}
+    left = max(hang["left"] if hang and hang["since"] == silence["since"] else 0, silence.get("left", 0))
     hang = {"master": connected, "since": silence["since"], "seconds": silence["seconds"],
             "probes": silence["probes"], "left": left}
     memory["hang"] = hang
@@ -862,12 +859,13 @@ class ProbeWorker:
         entry = worker_leave_due(entries, self.connected, self.settings, self.flapping, self.left)
         if entry is not None and self.on_hang is not None:
             silence = entry["silence"]
-            self.left = {"master": entry["master"], "since": silence["since"], "seconds": silence["seconds"]}
             log.warning(WORKER_LEAVE_LOG, entry["master"], silence["probes"])
             try:
                 self.on_hang(entry["master"])
-            except Exception as err:  # pylint: disable=broad-except  (the tick's own check leaves it then)
+            except Exception as err:  # pylint: disable=broad-except  (not marked left: the tick's own check leaves it)
                 ha_text.log_fault(log, f"the leave of the hung master {entry['master']!r}", err)
+            else:
+                self.left = {"master": entry["master"], "since": silence["since"], "seconds": silence["seconds"]}
         for item in entries:
             left = self.left
             if left and item["master"] == left["master"] and (item.get("silence") or {}).get("since") == left["since"]:

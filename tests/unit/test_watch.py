@@ -827,6 +827,20 @@ def test_the_worker_leaves_a_hung_connected_master_at_the_end_of_its_round(freez
     assert loop.memory["leaving"]["master"] == endpoints[0].master
 
 
+def test_a_leave_that_failed_is_not_marked_and_the_tick_leaves(freezable_master, answering_master, worker_name):
+    settings = fast(hang_ticks=8)
+    loop = connected_loop(worker_name, freezable_master, answering_master, settings)
+
+    def broken(master):
+        raise RuntimeError("the minion's bus is gone")
+
+    ha_watch.follow_connection(worker_name, loop.endpoints[0].master, (), broken)
+    freezable_master.freeze()
+    left_after = loop.run(5.0)
+    assert left_after is not None, "neither the worker nor a tick left the hung master"
+    assert ha_watch.probe_worker(worker_name, loop.endpoints, settings).left is None
+
+
 def test_stale_results_are_not_taken_as_up(answering_master, worker_name):
     endpoints = endpoints_for(f"127.0.0.1:{answering_master.port}", f"127.0.0.1:{fake_master.closed_port()}")
     settings = fast(timeout=0.3)
