@@ -452,15 +452,10 @@ def leave_master(master=None, not_after=None):
         if connected is None:
             raise CommandExecutionError("no running salt-minion daemon is connected to a configured master")
         master = ha_endpoints.endpoint_for(connected, __opts__).host
-    fired = _fire_leave(__opts__, master)
+    with salt.utils.event.get_event("minion", opts=__opts__, listen=False) as event:
+        fired = bool(event.fire_event({"master": master}, "__master_disconnected"))
     log.warning("salt-ha: asked the minion to leave master %r (fired: %s)", master, fired)
     return {"master": master, "fired": fired}
-
-
-def _fire_leave(opts, master):
-    """Fire ``__master_disconnected`` for ``master`` on the minion's bus (also from the beacon's probe thread)."""
-    with salt.utils.event.get_event("minion", opts=opts, listen=False) as event:
-        return bool(event.fire_event({"master": master}, "__master_disconnected"))
 
 
 def returns():

@@ -204,12 +204,12 @@ def await_minions(opts, minions, budget, interval=AWAIT_INTERVAL):
     budget = ha_validate.validate_timeout(budget, what="budget", maximum=ha_drill.MAX_BUDGET)
     started = time.time()
     deadline = time.monotonic() + budget
-
-    def ping(minion_ids):
-        pub = client.run_job(minion_ids, "test.ping", tgt_type="list", listen=True, timeout=5)
-        state.sent(minion_ids, (pub or {}).get("jid"), time.monotonic())
-
     with _client(opts) as client:
+
+        def ping(minion_ids):
+            pub = client.run_job(minion_ids, "test.ping", tgt_type="list", listen=True, timeout=5)
+            state.sent(minion_ids, (pub or {}).get("jid"), time.monotonic())
+
         while state.remaining and time.monotonic() < deadline:
             due = state.due(time.monotonic())
             if due:

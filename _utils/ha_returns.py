@@ -336,8 +336,8 @@ class ReturnGuard:
                 self._judge(request_id)
                 if request_id in self.in_flight and self._switched_since(entry):
                     self.in_flight.pop(request_id)
-                    self._undelivered(entry, f"the minion connected to {self.hint} while sending it (Salt drops "
-                                             "a return caught in a change of master)")
+                    self._undelivered(entry, f"the minion connected to {self.hint or 'a master'} while sending it "
+                                             "(Salt drops a return caught in a change of master)")
         for request_id, (key, target, fired) in list(self.replays.items()):
             if now - fired >= self.config["replay_timeout"]:
                 self.timed_out[request_id] = self.replays.pop(request_id)

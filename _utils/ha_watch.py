@@ -701,6 +701,10 @@ def round_seconds(settings):
     return max(settings["probe_interval"], settings["timeout"] + ha_probe.COLLECT_SLACK)
 
 
+# A probe round longer than its bound by this much ran while the probing process itself
+# was paused: it is no news about the masters (ProbeWorker._discount_own_stall).
+STALL_SECONDS = 1.0
+
 WORKER_LEAVE_LOG = (
     "salt-ha: master %r failed %s consecutive probes while another master answers; the probe thread leaves it"
 )
@@ -829,6 +833,7 @@ class ProbeWorker:
                 for ep in self.endpoints
             ]
         finished = time.time()
+        self._discount_own_stall(entries, silences, time.monotonic() - began)
         for entry in entries:
             entry["silence"] = silences[entry["master"]] = _silence_after(
                 silences.get(entry["master"]), entry, started, finished
@@ -843,6 +848,22 @@ class ProbeWorker:
             "entries": entries,
         }
         return began
+
+    def _discount_own_stall(self, entries, silences, took):
+        """
+        A round that took longer than its own bound (``timeout``) plus :data:`STALL_SECONDS`
+        ran while this process was paused (SIGSTOP, a suspended VM, starved): its failed
+        probes say nothing about the masters (no news, ``up`` None), and no silence is
+        measured across the gap (a hang is measured again from the next round).
+        """
+        if took <= self.timeout + ha_probe.COLLECT_SLACK + STALL_SECONDS:
+            return
+        log.info("salt-ha: a probe round of the ha beacon %r took %.1f s: this process was paused; "
+                 "its failures do not count", self.name, took)
+        silences.clear()
+        for entry in entries:
+            if entry["up"] is False:
+                entry.update(up=None, error=f"no news: the probe round took {took:.1f} s (this process was paused)")
 
     def _check_connection(self, entries):
         """The connected master failed this round: check its connections now (ha_conncheck), not at the next tick."""

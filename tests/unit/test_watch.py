@@ -12,6 +12,7 @@ import ha_endpoints
 import ha_probe
 import ha_watch
 from tests.support import fake_master
+from tests.support import lab as lablib
 
 A, B, C = "127.10.0.1", "127.10.0.2", "127.10.0.3"
 SETTINGS = ha_watch.settings_from([{"timeout": 1}, {"hang_ticks": 3}, {"flap_count": 4}, {"flap_window": 60}])
@@ -839,6 +840,33 @@ def test_a_leave_that_failed_is_not_marked_and_the_tick_leaves(freezable_master,
     left_after = loop.run(5.0)
     assert left_after is not None, "neither the worker nor a tick left the hung master"
     assert ha_watch.probe_worker(worker_name, loop.endpoints, settings).left is None
+
+
+def test_a_round_stretched_by_this_process_being_paused_is_no_news(freezable_master, answering_master,
+                                                                     worker_name, monkeypatch):
+    """A paused minion (SIGSTOP, suspended VM) must not leave a healthy master when it resumes."""
+    settings = fast(hang_ticks=2)  # 0.2 s of silence would be enough
+    loop = connected_loop(worker_name, freezable_master, answering_master, settings)
+    left = []
+    ha_watch.follow_connection(worker_name, loop.endpoints[0].master, (), left.append)
+    real_probe = ha_watch.tick_probe
+
+    def paused_probe(endpoints, timeout, transport="zeromq"):
+        entries = real_probe(endpoints, timeout, transport)
+        time.sleep(timeout + ha_probe.COLLECT_SLACK + ha_watch.STALL_SECONDS + 0.3)  # the process did not run
+        return [dict(entry, up=False) if entry["master"] == endpoints[0].master else entry for entry in entries]
+
+    worker = ha_watch.probe_worker(worker_name, loop.endpoints, settings)
+    monkeypatch.setattr(ha_watch, "tick_probe", paused_probe)
+
+    def stalled_round():
+        entry = worker.latest["entries"][0]
+        return entry if "paused" in (entry.get("error") or "") else None
+
+    stalled = lablib.wait_for(stalled_round, 10, "a probe round stretched by the pause")
+    monkeypatch.setattr(ha_watch, "tick_probe", real_probe)
+    assert stalled["up"] is None and stalled["silence"] is None and "paused" in stalled["error"]
+    assert left == [] and loop.tick()[1] is None
 
 
 def test_stale_results_are_not_taken_as_up(answering_master, worker_name):
