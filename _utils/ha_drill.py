@@ -43,6 +43,7 @@ WINDOW = re.compile(
 )
 DRILL_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 MAX_BUDGET = 3600
+MAX_WATCH = MAX_BUDGET + 60  # an await window: a budget plus the lead before the fault and the settle after it
 MAX_MINIONS_CEILING = 100000
 
 

@@ -201,7 +201,7 @@ def await_minions(opts, minions, budget, interval=AWAIT_INTERVAL):
     passed: ``{"started", "answers": {minion: POSIX time of its first answer}}``.
     """
     state = AwaitState(_minion_list(minions, opts), ha_validate.validate_timeout(interval, what="interval", maximum=10))
-    budget = ha_validate.validate_timeout(budget, what="budget", maximum=ha_drill.MAX_BUDGET)
+    budget = ha_validate.validate_timeout(budget, what="budget", maximum=ha_drill.MAX_WATCH)
     started = time.time()
     deadline = time.monotonic() + budget
     with _client(opts) as client:

@@ -53,6 +53,7 @@ CALL_SLACK = 5  # seconds a peer call may take beyond the work it was asked for
 MONITOR_INTERVAL = 1.0
 MONITOR_MISSES = 2  # consecutive unanswered checks before a master counts as down
 LEAD = 1.0  # seconds between starting the watchers and the fault
+SETTLE = 3.0  # seconds the watchers go on after the leaves' deadline (a minion leaving just in time lands)
 RPO_GRACE = 15  # seconds the drill waits for the probe job's returns after the restore
 THAW_GRACE = 20  # seconds after thaw_at within which a frozen master must answer again
 LOCAL_PING_TIMEOUT = 2
@@ -336,26 +337,37 @@ def hang_gate(found, request, target):
 
 
 class Watch:
-    """``await`` on every master but the one each minion leaves, started in threads."""
+    """
+    ``await`` on every master but the one each minion leaves, started in threads.
 
-    def __init__(self, masters, minions_by_master, budget):
+    The watchers start ``lead`` seconds before the fault and watch for ``lead`` +
+    ``budget`` + :data:`SETTLE` seconds. ``not_after`` (our clock) is the deadline
+    a leave carries: a minion that runs its leave later does nothing, and one that
+    runs it just in time is still seen where it lands, so the drill never stops
+    watching a minion that may yet move.
+    """
+
+    def __init__(self, masters, minions_by_master, budget, lead=0.0):
         self.results, self.errors = {}, {}
         self.threads = []
+        self.not_after = time.time() + lead + budget
+        self.window = lead + budget + SETTLE
         for name, minion_ids in minions_by_master.items():
             if minion_ids:
-                thread = threading.Thread(target=self._run, args=(masters[name], minion_ids, budget), daemon=True)
+                thread = threading.Thread(target=self._run, args=(masters[name], minion_ids), daemon=True)
                 thread.start()
                 self.threads.append(thread)
 
-    def _run(self, master, minion_ids, budget):
+    def _run(self, master, minion_ids):
         try:
-            self.results[master.name] = master.call("await", seconds=budget, minions=minion_ids, budget=budget)
+            self.results[master.name] = master.call("await", seconds=self.window, minions=minion_ids,
+                                                    budget=self.window)
         except Exception as err:  # pylint: disable=broad-except  (a master that fails is a finding)
             self.errors[master.name] = str(err) or type(err).__name__
 
-    def wait(self, budget, monitor=None):
-        """Until every watcher ended (bounded by ``budget`` + slack) or the monitor saw a master go down."""
-        deadline = time.monotonic() + budget + CALL_SLACK
+    def wait(self, monitor=None):
+        """Until every watcher ended (bounded by its window + slack) or the monitor saw a master go down."""
+        deadline = time.monotonic() + self.window + CALL_SLACK
         while time.monotonic() < deadline and any(thread.is_alive() for thread in self.threads):
             if monitor is not None and monitor.down:
                 return
@@ -403,11 +415,14 @@ def grouped_by_master(minions, where):
     return sorted(groups.items())
 
 
-def leave_through(masters, minions, current, budget):
-    """Publish ``ha.leave_master`` to each minion through the master it is on: ``{minion: leave time}``."""
+def leave_through(masters, minions, current, not_after):
+    """
+    Publish ``ha.leave_master`` to each minion through the master it is on, to be
+    run by ``not_after`` (POSIX time) or not at all: ``{minion: leave time}``.
+    """
     sent = {}
     for name, minion_ids in grouped_by_master(minions, current):
-        answer = masters[name].call("leave", minions=minion_ids, not_after=time.time() + budget)
+        answer = masters[name].call("leave", minions=minion_ids, not_after=not_after)
         when = float(answer.get("published_at") or time.time())
         sent.update((minion_id, when) for minion_id in minion_ids)
     return sent
@@ -425,14 +440,14 @@ def move_back(masters, up, minions, origins, current, budget, events):
         if not away:
             break
         events.say(f"moving {len(away)} minion(s) back (hop {hop + 1})", minions=away)
-        watch = Watch(masters, {name: sorted(m for m in away if where[m] != name) for name in up}, budget)
+        watch = Watch(masters, {name: sorted(m for m in away if where[m] != name) for name in up}, budget, LEAD)
         time.sleep(LEAD)
         try:
-            leave_through(masters, away, where, budget)
+            leave_through(masters, away, where, watch.not_after)
         except Exception as err:  # pylint: disable=broad-except  (reported: the restore is incomplete)
             log.warning("salt-ha drill: moving minions back failed: %s", err)
             break
-        watch.wait(budget)
+        watch.wait()
         first = watch.first_answers(masters)
         for minion_id in away:
             where[minion_id] = first[minion_id][0] if minion_id in first else None
@@ -632,17 +647,17 @@ def clock_notes(masters, tolerance=CLOCK_TOLERANCE):
 
 def run_fault(drill, found, canaries, watching, fault, what):
     """
-    Start the watchers on the masters ``watching`` and the monitor, call ``fault()``
-    (it returns ``{minion: fault time}``), wait for the answers (``budget``) and
+    Start the watchers on the masters ``watching`` and the monitor, call
+    ``fault(watch)`` (it returns ``{minion: fault time}``), wait for the answers and
     measure: ``(report lines, abort reason or None)``. A fault that fails aborts.
     """
     request, masters = drill.request, drill.masters
-    watch = Watch(masters, watchers_for(masters, watching, canaries, found.origins), request.budget)
+    watch = Watch(masters, watchers_for(masters, watching, canaries, found.origins), request.budget, LEAD)
     monitor = Monitor(drill.opts, {name: masters[name] for name in watching})
     monitor.start()
     try:
-        t0 = fault()
-        watch.wait(request.budget, monitor)
+        t0 = fault(watch)
+        watch.wait(monitor)
     except Exception as err:  # pylint: disable=broad-except  (the drill aborts and restores)
         lines = {m: ha_drill.minion_entry(found.origins[m], error=f"{what} failed: {err}") for m in canaries}
         return lines, f"{what} failed: {err}"
@@ -655,10 +670,10 @@ def run_fault(drill, found, canaries, watching, fault, what):
 def fault_minion(drill, found, canaries):
     """Mode minion: the canaries leave their master; ``(report lines, abort reason)``."""
 
-    def leave():
+    def leave(watch):
         time.sleep(LEAD)  # the watchers are pinging by now
         drill.events.say(f"{len(canaries)} minion(s) leave their master", minions=canaries)
-        return leave_through(drill.masters, canaries, found.origins, drill.request.budget)
+        return leave_through(drill.masters, canaries, found.origins, watch.not_after)
 
     lines, aborted = run_fault(drill, found, canaries, found.up(), leave, "the leave")
     if aborted:
@@ -672,7 +687,7 @@ def fault_hang(drill, found, canaries):
     target = drill.target_name()
     thaw = {}
 
-    def freeze():
+    def freeze(_watch):
         drill.events.say(f"{target} freezes for {request.duration:g} s; {len(canaries)} minion(s) on it",
                          minions=canaries)
         answer = masters[target].call("freeze", drill_id=drill.drill_id, duration=request.duration, delay=LEAD)

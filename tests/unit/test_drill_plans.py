@@ -371,6 +371,35 @@ def test_one_missed_check_is_not_a_master_down(monkeypatch):
     assert monitor.down == set() and flaky.calls >= 5
 
 
+class SleepyPeer:
+    """A peer whose ``await`` takes its whole window and whose ``leave`` records its deadline."""
+
+    def __init__(self, name):
+        self.name, self.is_local, self.leave_deadlines = name, False, []
+
+    def call(self, action, seconds=None, **kwargs):
+        if action == "await":
+            time.sleep(kwargs["budget"])
+            return {"master": self.name, "answers": {}}
+        self.leave_deadlines.append((time.time(), kwargs["not_after"]))
+        return {"master": self.name, "published_at": time.time()}
+
+
+def test_the_drill_stops_watching_only_after_a_late_leave_can_no_longer_run(monkeypatch):
+    # The CI failure of session 6: the watchers' budget started LEAD before the leave's,
+    # so the drill gave up on a stuck minion while its leave could still run and move it.
+    monkeypatch.setattr(ha_drill_run, "SETTLE", 0.3)
+    lead, budget = 0.3, 0.6
+    peers = {"a": SleepyPeer("a"), "b": SleepyPeer("b")}
+    watch = ha_drill_run.Watch(peers, {"b": ["m1"]}, budget, lead)
+    time.sleep(lead)
+    ha_drill_run.leave_through(peers, ["m1"], {"m1": "a"}, watch.not_after)
+    watch.wait()
+    [(published, not_after)] = peers["a"].leave_deadlines
+    assert not_after - published >= budget - 0.05  # a minion gets its whole budget to run the leave
+    assert time.time() >= not_after + ha_drill_run.SETTLE - 0.05  # and is watched until it lands
+
+
 # --- await: whom to ping when (ha_drill_local.AwaitState) --------------------------
 
 
