@@ -117,6 +117,8 @@ def _run(bus, guard, locate):
             if not event:
                 break
             _feed(guard, locate, event)
+            if not guard.due():  # nothing to judge yet: the next event can wait for the next turn
+                break
             event = bus.get_event(no_block=True, full=True)
         for tag, load in guard.due_replays(NO_MASTER_RETRY):
             log.info("salt-ha returns: replaying the return of job %s to %s", load.get("jid"), tag.rsplit("/", 1)[-1])

@@ -318,6 +318,18 @@ class ReturnGuard:
         """True while a return is in flight, undelivered or being replayed (the clock matters)."""
         return bool(self.in_flight or self.undelivered or self.replays)
 
+    def due(self):
+        """
+        True when :meth:`tick` would act now: a return in flight past ``grace``, a
+        replay past ``replay_timeout``, or an undelivered return due for a try. Until
+        then, events still queued need not be read before the clock work.
+        """
+        now = self.clock()
+        replaying = {key for key, _target, _fired in self.replays.values()}
+        return (any(now - entry["seen"] >= self.config["grace"] for entry in self.in_flight.values())
+                or any(now - fired >= self.config["replay_timeout"] for _key, _target, fired in self.replays.values())
+                or any(entry["next_try"] <= now for key, entry in self.undelivered.items() if key not in replaying))
+
     # --- time ----------------------------------------------------------------
 
     def tick(self):

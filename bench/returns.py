@@ -48,7 +48,12 @@ from salt-factories' event listener (stamps are the masters' own).
   - lost: in flight and no ``ret`` on S before the deadline;
   - duplicates: more than one ``ret`` event for one (jid, minion) on both masters
     over the variant's whole run (tallied at the end, so late replays count).
-  Goal: 0 lost with the engine (stock Salt: all of those in flight).
+  - not stored: delivered (a ``ret`` event on S) but not in S's job cache
+    (``<master_job_cache>.get_jid``, what ``jobs.lookup_jid`` reads), looked up until
+    every delivered return is there or ``--wait`` s passed. Salt fires the ``ret``
+    event before it stores the return, and a store can fail (saltstack/salt#68508):
+    the event alone is not proof that the return was kept.
+  Goal: 0 lost and 0 not stored with the engine (stock Salt: all of those in flight).
 
 Replay delay, per return in flight that reached S: the ``ret`` stamp on S minus the
 moment the return could first be delivered, the later of
@@ -216,6 +221,36 @@ def ret_events(env, master, after):
         if len(parts) == 5:
             found[(parts[2], parts[4])].append(event)
     return found
+
+
+def job_cache_reader(master):
+    """A function ``jid -> {minion ids whose return master's job cache holds}``."""
+    import salt.config  # pylint: disable=import-outside-toplevel
+    import salt.loader  # pylint: disable=import-outside-toplevel
+
+    opts = salt.config.master_config(master.config_file)
+    get_jid = salt.loader.returners(opts, {})[f"{opts['master_job_cache']}.get_jid"]
+
+    def holders(jid):
+        try:
+            return set(get_jid(jid) or {})
+        except Exception:  # pylint: disable=broad-except  (a half-written job: not stored yet)
+            return set()
+
+    return holders
+
+
+def stored_returns(master, pairs, seconds):
+    """The ``(jid, minion)`` of ``pairs`` found in ``master``'s job cache, looked up for at most ``seconds``."""
+    holders, stored = job_cache_reader(master), set()
+    deadline = time.monotonic() + seconds
+    while True:
+        for jid in {jid for jid, _minion in pairs - stored}:
+            found = holders(jid)
+            stored.update(pair for pair in pairs if pair[0] == jid and pair[1] in found)
+        if stored == pairs or time.monotonic() >= deadline:
+            return stored
+        time.sleep(0.5)
 
 
 def first_stamps(env, master, tag_of, minion_ids, after):
@@ -555,12 +590,13 @@ def failover_rep(env, lab, lablib, variant, rep, args, tail, engines):
     started_before_kill = {pair for pair in started if started[pair] <= kill_wall}
     starts = first_stamps(env, survivor, lambda m: f"salt/minion/{m}/start", minion_ids, kill_wall)
     delivered = {pair for pair in in_flight if seen.get(pair)}
+    stored = stored_returns(survivor, delivered, args.wait)
     result.update(
         jobs=jobs, kill_wall=kill_wall, log=lines,
         returns=len(jobs), returned_early=len(early), in_flight=len(in_flight),
         started_after_kill=len(in_flight - started_before_kill),
         not_started=sorted(pair for pair in jobs if pair not in in_flight and pair not in early),
-        delivered=len(delivered), lost=sorted(in_flight - delivered),
+        delivered=len(delivered), lost=sorted(in_flight - delivered), not_stored=sorted(delivered - stored),
         duplicates=sum(len(seen.get(pair, [])) - 1 for pair in jobs if len(seen.get(pair, [])) > 1),
         replay_marked=sum(1 for pair in delivered if any("ha_replay" in e.data for e in seen[pair])),
         failover=[stamp - kill_wall for stamp in starts.values()],
@@ -715,7 +751,8 @@ def describe_rep(result):
     text = (f"{result['dying']} killed; {result['returns']} returns, {result['in_flight']} in flight "
             f"({result['returned_early']} returned before the kill, {result['started_after_kill']} started "
             f"after it, {len(result['not_started'])} never started: publication lost with D); delivered to the "
-            f"survivor {result['delivered']}, LOST {len(result['lost'])}, duplicates {result['duplicates']}; ")
+            f"survivor {result['delivered']}, LOST {len(result['lost'])}, not in its job cache "
+            f"{len(result['not_stored'])}, duplicates {result['duplicates']}; ")
     if result["delays"]:
         text += f"delay med {med:.2f} s max {high:.2f} s; "
     text += (f"failover (start event) med {_common.fmt(fail_med)}; returns handed over "
@@ -749,11 +786,12 @@ def report(results, args):
         med, _low, high = _common.spread(delays)
         rows.append([
             variant, f"{len(good)}/{len(reps)}", "/".join(str(r["in_flight"]) for r in good) or "-",
-            "/".join(str(len(r["lost"])) for r in good) or "-", extra.get("duplicates", "-"),
+            "/".join(str(len(r["lost"])) for r in good) or "-",
+            "/".join(str(len(r["not_stored"])) for r in good) or "-", extra.get("duplicates", "-"),
             _common.fmt(med), _common.fmt(statistics.median(rep_medians) if rep_medians else None),
             _common.fmt(high), _common.fmt(_common.spread([f for r in good for f in r["failover"]])[0]),
         ])
-    _common.print_table(["variant", "reps ok", "in flight", "lost", "duplicates", "delay med",
+    _common.print_table(["variant", "reps ok", "in flight", "lost", "not stored", "duplicates", "delay med",
                          "med of rep meds", "delay max", "failover med"], rows)
     print("  delay = ret stamp on the survivor - max(job process's 'Returning information for job' log time, "
           "survivor's stamp of salt/minion/<id>/start after the kill)")
@@ -775,9 +813,11 @@ def report(results, args):
                       f"replays per return {fmt_spread(stages['replays'], '')}; 'next try' lines {result['retries']}")
             if result["no_start_event"]:
                 print(f"    no start event on the survivor from {result['no_start_event']}")
-            trouble = (variant == "engine" and (result["lost"] or result["duplicates"])) or result["not_started"]
+            trouble = ((variant == "engine" and (result["lost"] or result["not_stored"] or result["duplicates"]))
+                       or result["not_started"])
             if trouble:
-                print(f"    lost {result['lost'][:10]}, never started {result['not_started'][:10]}")
+                print(f"    lost {result['lost'][:10]}, not stored {result['not_stored'][:10]}, "
+                      f"never started {result['not_started'][:10]}")
                 for line in [line for line in result["log"] if "salt-ha" in line][-30:]:
                     print(f"    log: {line[:300]}")
         if extra.get("engine_process"):
@@ -806,9 +846,10 @@ def verdicts(results):
     over, reps, extra = engine
     good = [r for r in reps if not r.get("error")]
     lost = sum(len(r["lost"]) for r in good)
-    verdict = "met" if good and len(good) == len(reps) and lost == 0 else "MISSED"
-    print(f"goal: 0 returns lost with the engine: {verdict} ({lost} lost of {sum(r['in_flight'] for r in good)}; "
-          f"{extra.get('duplicates', 0)} duplicate(s))")
+    not_stored = sum(len(r["not_stored"]) for r in good)
+    verdict = "met" if good and len(good) == len(reps) and lost == 0 and not_stored == 0 else "MISSED"
+    print(f"goal: 0 returns lost with the engine: {verdict} ({lost} lost of {sum(r['in_flight'] for r in good)}, "
+          f"{not_stored} delivered but not in the survivor's job cache; {extra.get('duplicates', 0)} duplicate(s))")
     delays = [d for r in good for d in r["delays"]]
     if delays:
         med, _low, high = _common.spread(delays)
