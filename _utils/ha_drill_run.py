@@ -347,7 +347,7 @@ class Watch:
     watching a minion that may yet move.
     """
 
-    def __init__(self, masters, minions_by_master, budget, lead=0.0):
+    def __init__(self, masters, minions_by_master, budget, lead):
         self.results, self.errors = {}, {}
         self.threads = []
         self.not_after = time.time() + lead + budget

@@ -325,10 +325,9 @@ class ReturnGuard:
         then, events still queued need not be read before the clock work.
         """
         now = self.clock()
-        replaying = {key for key, _target, _fired in self.replays.values()}
         return (any(now - entry["seen"] >= self.config["grace"] for entry in self.in_flight.values())
                 or any(now - fired >= self.config["replay_timeout"] for _key, _target, fired in self.replays.values())
-                or any(entry["next_try"] <= now for key, entry in self.undelivered.items() if key not in replaying))
+                or bool(self._due_undelivered(now)))
 
     # --- time ----------------------------------------------------------------
 
@@ -357,9 +356,7 @@ class ReturnGuard:
                     self.timed_out.popitem(last=False)
                 if key in self.undelivered:
                     self._retry_later(self.undelivered[key], f"no answer to the replay to {target}")
-        busy = {key for key, _target, _at in self.replays.values()}
-        due = [entry for key, entry in self.undelivered.items() if key not in busy and entry["next_try"] <= now]
-        return sorted(due, key=lambda entry: entry["seen"])
+        return sorted(self._due_undelivered(now), key=lambda entry: entry["seen"])
 
     def _judge(self, request_id):
         """A return in flight whose master the minion is no longer connected to was skipped: undelivered."""
@@ -409,8 +406,8 @@ class ReturnGuard:
 
     def enforce_bounds(self):
         """Apply ``max_age``/``max_bytes`` to the undelivered returns (dropped ones are recorded)."""
-        busy = {key for key, _target, _at in self.replays.values()}
-        entries = [entry for key, entry in self.undelivered.items() if key not in busy]
+        replaying = self._replaying()
+        entries = [entry for key, entry in self.undelivered.items() if key not in replaying]
         _kept, dropped = self.ledger.enforce(entries, self.config["max_age"], self.config["max_bytes"], self.clock())
         for entry in dropped:
             self.undelivered.pop(entry["key"], None)
@@ -422,6 +419,15 @@ class ReturnGuard:
             self._persist(entry)
 
     # --- helpers -------------------------------------------------------------
+
+    def _replaying(self):
+        """Keys of the undelivered returns whose replay is out."""
+        return {key for key, _target, _fired in self.replays.values()}
+
+    def _due_undelivered(self, now):
+        """The undelivered returns due for a try at ``now`` (none whose replay is out)."""
+        replaying = self._replaying()
+        return [entry for key, entry in self.undelivered.items() if key not in replaying and entry["next_try"] <= now]
 
     def _undelivered(self, entry, reason):
         entry["reason"] = reason
